@@ -1,0 +1,116 @@
+"""Tables and files the CLI prints or writes (formatting only, no ML)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import typer
+
+SYNTHETIC_WARNING = (
+    "WARNING: this model was trained on SYNTHETIC PHANTOMS, not real radiographs. "
+    "Its outputs say nothing about real patients."
+)
+NOT_A_DIAGNOSIS = "Decision support only: not a diagnosis. A clinician must read every image."
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """Left-aligned plain-text table."""
+    cells = [[str(h) for h in headers]] + [[_fmt(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def echo_summary(summary: Any) -> None:
+    """Print a synth summary (any dataclass with per-split counts)."""
+    typer.echo(json.dumps(asdict(summary), indent=1, default=str))
+
+
+def echo_counts(rows: list, index: Any) -> None:
+    """Print data-info counts."""
+    typer.echo(f"{index.kind} data set at {index.root}" + ("  [SYNTHETIC phantoms]" if index.synthetic else ""))
+    labels = {0: "normal", 1: "abnormal"}
+    typer.echo(table(["split", "body part", "label", "studies", "images", "patients"],
+                     [(r.split or "-", r.body_part, labels[r.label], r.studies, r.images, r.patients) for r in rows]))
+    for split in sorted({r.split for r in rows}):
+        sub = [r for r in rows if r.split == split]
+        typer.echo(f"{split or 'all'}: {sum(r.studies for r in sub)} studies, {sum(r.images for r in sub)} images")
+
+
+_KEYS = ("accuracy", "auc", "precision", "recall", "specificity", "f1", "kappa")
+
+
+def echo_holdout(metrics: dict) -> None:
+    """Print hold-out metrics after training."""
+    rows = [(k, metrics["holdout_image"].get(k), metrics["holdout_study"].get(k)) for k in _KEYS]
+    typer.echo("Patient-level hold-out (carved from train; used for early stopping and the threshold):")
+    typer.echo(table(["metric", "image", "study"], rows))
+
+
+def echo_metrics(metrics: dict) -> None:
+    """Print evaluation metrics, image vs study level, with 95% intervals."""
+    if metrics.get("synthetic"):
+        typer.echo(SYNTHETIC_WARNING)
+
+    def cell(level: str, key: str) -> str:
+        block = metrics[level]
+        value, ci = block["metrics"].get(key), (block.get("ci") or {}).get(key)
+        if value is None:
+            return "-"
+        return f"{value:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+
+    typer.echo(f"Split {metrics.get('split')}, threshold {metrics.get('threshold'):.3f} ({metrics.get('threshold_source')})")
+    typer.echo(table(["metric", "image (95% CI)", "study (95% CI)"],
+                     [(k, cell("image_level", k), cell("study_level", k)) for k in _KEYS]))
+
+
+def echo_predictions(predictor: Any, images: list, studies: list) -> None:
+    """Print per-image and per-study predictions."""
+    if predictor.metadata.synthetic:
+        typer.echo(SYNTHETIC_WARNING)
+    typer.echo(f"threshold {predictor.threshold:.3f}")
+    typer.echo(table(["image", "probability", "decision", "note"],
+                     [(i.path, i.probability, _decision(i.abnormal), i.error or "") for i in images]))
+    typer.echo("")
+    typer.echo(table(["study", "images", "probability", "decision"],
+                     [(s.study_id, s.n_images, s.probability, _decision(s.abnormal)) for s in studies]))
+    typer.echo(NOT_A_DIAGNOSIS)
+
+
+def _decision(abnormal: bool | None) -> str:
+    return "unreadable" if abnormal is None else ("abnormal" if abnormal else "normal")
+
+
+def write_predictions_csv(path: Path, images: list) -> None:
+    """Per-image results as CSV."""
+    with Path(path).open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "study", "probability", "decision", "error"])
+        for i in images:
+            writer.writerow([i.path, i.study_id, "" if i.probability is None else f"{i.probability:.6f}",
+                             _decision(i.abnormal), i.error or ""])
+
+
+def write_predictions_json(path: Path, predictor: Any, images: list, studies: list) -> None:
+    """Image and study results plus the model's threshold and synthetic flag as JSON."""
+    doc = {
+        "threshold": predictor.threshold,
+        "synthetic_model": bool(predictor.metadata.synthetic),
+        "notice": NOT_A_DIAGNOSIS,
+        "images": [asdict(i) for i in images],
+        "studies": [asdict(s) for s in studies],
+    }
+    Path(path).write_text(json.dumps(doc, indent=1))

@@ -1,0 +1,270 @@
+"""Binary classification metrics at image and study level.
+
+Label 1 = abnormal (the positive class). A decision is ``prob >= threshold``. Every metric that is
+undefined for the data at hand (AUC with one class, precision with no predicted positives, ...) is
+``None`` rather than NaN, so the result can go straight into JSON.
+
+A study's probability is the mean of its images' probabilities, as in the MURA paper
+(Rajpurkar et al., 2017); :func:`aggregate_studies` does that aggregation.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from fracturescan.errors import ConfigError, DatasetError
+
+__all__ = [
+    "METRIC_KEYS",
+    "SCALAR_METRICS",
+    "StudyTable",
+    "aggregate_studies",
+    "binary_metrics",
+    "group_codes",
+    "validate_binary_inputs",
+    "validate_threshold",
+]
+
+#: Keys of the dict returned by :func:`binary_metrics`, in display order.
+METRIC_KEYS: tuple[str, ...] = (
+    "n",
+    "n_positive",
+    "tp",
+    "fp",
+    "tn",
+    "fn",
+    "accuracy",
+    "auc",
+    "average_precision",
+    "precision",
+    "recall",
+    "specificity",
+    "f1",
+    "kappa",
+    "brier",
+)
+
+#: The scalar (non-count) metrics, the ones that get confidence intervals.
+SCALAR_METRICS: tuple[str, ...] = (
+    "accuracy",
+    "auc",
+    "average_precision",
+    "precision",
+    "recall",
+    "specificity",
+    "f1",
+    "kappa",
+    "brier",
+)
+
+
+def validate_binary_inputs(y_true: ArrayLike, y_prob: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    """Check labels and probabilities and return them as 1-D ``int64`` / ``float64`` arrays.
+
+    Raises:
+        DatasetError: empty input, lengths differ, a label is not 0/1, or a probability is not a
+            finite number in [0, 1].
+    """
+    labels = np.asarray(y_true)
+    probs = np.asarray(y_prob, dtype=np.float64)
+    if labels.ndim != 1 or probs.ndim != 1:
+        raise DatasetError(
+            f"labels and probabilities must be 1-D sequences, got shapes {labels.shape} and "
+            f"{probs.shape}; pass one value per image (or per study)"
+        )
+    if labels.shape[0] != probs.shape[0]:
+        raise DatasetError(
+            f"got {labels.shape[0]} labels but {probs.shape[0]} probabilities; "
+            "every prediction needs exactly one label"
+        )
+    if labels.shape[0] == 0:
+        raise DatasetError("no predictions to evaluate: the label and probability lists are empty")
+    try:
+        numeric = labels.astype(np.float64)
+    except (TypeError, ValueError) as exc:
+        raise DatasetError(
+            f"labels must be 0 (normal) or 1 (abnormal), got {labels[:5]!r}"
+        ) from exc
+    bad = ~np.isin(numeric, (0.0, 1.0))
+    if bad.any():
+        raise DatasetError(
+            f"labels must be 0 (normal) or 1 (abnormal); found {numeric[bad][:5].tolist()} "
+            f"at positions {np.flatnonzero(bad)[:5].tolist()}"
+        )
+    bad = ~np.isfinite(probs) | (probs < 0.0) | (probs > 1.0)
+    if bad.any():
+        raise DatasetError(
+            f"probabilities must be finite numbers in [0, 1]; found {probs[bad][:5].tolist()} "
+            f"at positions {np.flatnonzero(bad)[:5].tolist()} (apply a sigmoid to logits first)"
+        )
+    return numeric.astype(np.int64), probs
+
+
+def validate_threshold(threshold: float) -> float:
+    """Return ``threshold`` as a float, or raise :class:`ConfigError` if it is not in [0, 1]."""
+    value = float(threshold)
+    if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+        raise ConfigError(f"decision threshold must be a number in [0, 1], got {threshold!r}")
+    return value
+
+
+def _ratio(num: float, den: float) -> float | None:
+    """``num / den`` or ``None`` when the denominator is zero (metric undefined)."""
+    return None if den == 0 else float(num) / float(den)
+
+
+def _average_ranks(values: np.ndarray) -> np.ndarray:
+    """1-based ranks with ties sharing the mean of the ranks they span."""
+    uniq, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    del uniq
+    first_rank = np.cumsum(counts) - counts + 1  # rank of the first member of each tie group
+    return (first_rank + (counts - 1) / 2.0)[inverse]
+
+
+def _roc_auc(y: np.ndarray, p: np.ndarray) -> float | None:
+    """ROC AUC via the Mann-Whitney U statistic (ties count one half)."""
+    n_pos = int(y.sum())
+    n_neg = y.shape[0] - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return None
+    rank_sum = float(_average_ranks(p)[y == 1].sum())
+    return (rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
+
+
+def _average_precision(y: np.ndarray, p: np.ndarray) -> float | None:
+    """Step-wise area under the precision-recall curve: sum over thresholds of dRecall * P."""
+    n_pos = int(y.sum())
+    if n_pos == 0:
+        return None
+    order = np.argsort(-p, kind="stable")
+    ys, ps = y[order], p[order]
+    # Only the last index of each run of tied scores is a real operating point.
+    ends = np.append(np.flatnonzero(ps[1:] != ps[:-1]), ps.shape[0] - 1)
+    tp = np.cumsum(ys)[ends]
+    predicted = ends + 1
+    gained = np.diff(tp, prepend=0)
+    return float(np.sum(gained * (tp / predicted)) / n_pos)
+
+
+def _kappa(tp: int, fp: int, tn: int, fn: int) -> float | None:
+    """Cohen's kappa from the 2x2 confusion matrix; ``None`` when chance agreement is total."""
+    n = tp + fp + tn + fn
+    observed = (tp + tn) / n
+    expected = ((tp + fp) * (tp + fn) + (tn + fn) * (tn + fp)) / (n * n)
+    if math.isclose(expected, 1.0, rel_tol=0.0, abs_tol=1e-15):
+        return None
+    return (observed - expected) / (1.0 - expected)
+
+
+def binary_metrics(
+    y_true: ArrayLike, y_prob: ArrayLike, threshold: float
+) -> dict[str, float | int | None]:
+    """Confusion counts and the usual scores for decisions ``prob >= threshold``.
+
+    Returns a dict with the keys of :data:`METRIC_KEYS`. ``recall`` is sensitivity; ``auc`` and
+    ``average_precision`` do not depend on the threshold; ``brier`` is the mean squared error of
+    the probabilities. Undefined values are ``None``.
+    """
+    y, p = validate_binary_inputs(y_true, y_prob)
+    t = validate_threshold(threshold)
+    pred = p >= t
+    pos = y == 1
+    tp = int(np.sum(pred & pos))
+    fp = int(np.sum(pred & ~pos))
+    tn = int(np.sum(~pred & ~pos))
+    fn = int(np.sum(~pred & pos))
+    n = y.shape[0]
+    return {
+        "n": n,
+        "n_positive": tp + fn,
+        "tp": tp,
+        "fp": fp,
+        "tn": tn,
+        "fn": fn,
+        "accuracy": (tp + tn) / n,
+        "auc": _roc_auc(y, p),
+        "average_precision": _average_precision(y, p),
+        "precision": _ratio(tp, tp + fp),
+        "recall": _ratio(tp, tp + fn),
+        "specificity": _ratio(tn, tn + fp),
+        "f1": _ratio(2 * tp, 2 * tp + fp + fn),
+        "kappa": _kappa(tp, fp, tn, fn),
+        "brier": float(np.mean((p - y) ** 2)),
+    }
+
+
+@dataclass(frozen=True)
+class StudyTable:
+    """Study-level predictions, one row per study in order of first appearance.
+
+    Attributes:
+        study_ids: study keys (object array of str).
+        y_true: study labels (0/1).
+        y_prob: mean of the study's image probabilities.
+        n_images: how many images each study has.
+        image_index: for every input image, the row of its study in this table.
+    """
+
+    study_ids: np.ndarray
+    y_true: np.ndarray
+    y_prob: np.ndarray
+    n_images: np.ndarray
+    image_index: np.ndarray
+
+    def __len__(self) -> int:
+        """Number of studies."""
+        return int(self.study_ids.shape[0])
+
+
+def group_codes(keys: Sequence[Any] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Number keys 0..G-1 in order of first appearance.
+
+    Keys are compared as strings. Returns (group number per item, the distinct keys in order).
+    """
+    arr = np.asarray([str(k) for k in keys], dtype=object)
+    uniq, first, inverse = np.unique(arr, return_index=True, return_inverse=True)
+    # np.unique sorts; renumber groups so that group 0 is the first one met in the input.
+    order = np.argsort(first, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.shape[0])
+    return rank[inverse.reshape(-1)], uniq[order]
+
+
+def aggregate_studies(
+    study_ids: Sequence[Any] | np.ndarray, y_true: ArrayLike, y_prob: ArrayLike
+) -> StudyTable:
+    """Average image probabilities per study (the MURA study-level prediction).
+
+    Raises:
+        DatasetError: invalid inputs, or images of one study carry different labels (a study's
+            label is shared by all its images, so this means the index is corrupt).
+    """
+    y, p = validate_binary_inputs(y_true, y_prob)
+    if len(study_ids) != y.shape[0]:
+        raise DatasetError(
+            f"got {len(study_ids)} study ids for {y.shape[0]} images; pass one study id per image"
+        )
+    index, ids = group_codes(study_ids)
+    n_groups = ids.shape[0]
+    counts = np.bincount(index, minlength=n_groups)
+    positives = np.bincount(index, weights=y, minlength=n_groups)
+    mixed = (positives != 0) & (positives != counts)
+    if mixed.any():
+        raise DatasetError(
+            f"{int(mixed.sum())} studies have images with different labels, e.g. "
+            f"{ids[mixed][:3].tolist()}; a study's label must be the same for all its images"
+        )
+    prob_sum = np.bincount(index, weights=p, minlength=n_groups)
+    return StudyTable(
+        study_ids=ids,
+        y_true=(positives > 0).astype(np.int64),
+        y_prob=prob_sum / counts,
+        n_images=counts.astype(np.int64),
+        image_index=index.astype(np.int64),
+    )

@@ -1,0 +1,400 @@
+"""The evaluation report: metrics, predictions, figures and a human-readable summary.
+
+:func:`write_evaluation_report` is the one entry point. It computes image- and study-level
+metrics with study-bootstrap confidence intervals and writes, into one directory::
+
+    metrics.json            machine-readable results (the returned dict)
+    predictions.csv         one row per image
+    study_predictions.csv   one row per study (probability = mean of its images)
+    figures/*.png           confusion matrices, ROC, precision-recall, calibration, training
+    report.md, report.html  the same summary as Markdown and as self-contained HTML
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import json
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+import fracturescan
+from fracturescan.errors import DatasetError
+from fracturescan.evaluation import plots
+from fracturescan.evaluation.bootstrap import bootstrap_ci
+from fracturescan.evaluation.calibration import expected_calibration_error
+from fracturescan.evaluation.metrics import (
+    SCALAR_METRICS,
+    StudyTable,
+    aggregate_studies,
+    binary_metrics,
+    validate_binary_inputs,
+    validate_threshold,
+)
+
+__all__ = ["write_evaluation_report"]
+
+log = logging.getLogger(__name__)
+
+ALPHA = 0.05
+ECE_BINS = 10
+
+SYNTHETIC_WARNING = (
+    "This model was trained and/or evaluated on SYNTHETIC PHANTOMS, not on real radiographs. "
+    "These numbers only show that the software pipeline runs; they say nothing about clinical "
+    "performance."
+)
+NOT_A_DEVICE = (
+    "fracturescan is research software, not a diagnostic device. It is not cleared or approved "
+    "for clinical use; every prediction must be reviewed by a qualified clinician."
+)
+
+_METRIC_LABELS: dict[str, str] = {
+    "kappa": "Cohen's kappa (MURA headline)",
+    "auc": "ROC AUC",
+    "average_precision": "Average precision",
+    "accuracy": "Accuracy",
+    "recall": "Sensitivity (recall)",
+    "specificity": "Specificity",
+    "precision": "Precision (PPV)",
+    "f1": "F1",
+    "brier": "Brier score (lower is better)",
+}
+
+# A report is a list of blocks rendered twice (Markdown and HTML) so the two never drift apart.
+Block = tuple[Any, ...]
+
+
+def _jsonable(value: Any) -> Any:
+    """Recursively turn ``value`` into plain JSON types; NaN and infinities become ``None``."""
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    return str(value)  # Paths, dates, enums: their text is what a reader needs
+
+
+def _check_lengths(n: int, **columns: Sequence[Any]) -> None:
+    """Every per-image column must have one entry per prediction."""
+    for name, column in columns.items():
+        if len(column) != n:
+            raise DatasetError(f"got {len(column)} {name} for {n} predictions; pass one per image")
+
+
+def _study_patients(study: StudyTable, patient_ids: Sequence[Any]) -> list[str]:
+    """Patient of each study; a study split across patients means a corrupt index."""
+    patients = np.asarray([str(pid) for pid in patient_ids], dtype=object)
+    # Rows are numbered in order of first appearance, so index k's first hit is study k's.
+    _, first = np.unique(study.image_index, return_index=True)
+    per_study = patients[first]
+    clash = per_study[study.image_index] != patients
+    if clash.any():
+        bad = sorted({str(s) for s in study.study_ids[study.image_index[clash]]})
+        raise DatasetError(f"studies {bad[:3]} list images of more than one patient; fix the index")
+    return per_study.tolist()
+
+
+def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> Path:
+    """Write a CSV with a header row (probabilities keep full float precision via repr)."""
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def _level(y: np.ndarray, p: np.ndarray, threshold: float, groups: Any, n_boot: int,
+           seed: int) -> dict[str, Any]:
+    """Metrics, bootstrap intervals and calibration error for one level."""
+    return {
+        "metrics": binary_metrics(y, p, threshold),
+        "ci95": bootstrap_ci(y, p, threshold, groups, n_boot=n_boot, seed=seed, alpha=ALPHA),
+        "calibration": {
+            "ece": expected_calibration_error(y, p, n_bins=ECE_BINS),
+            "n_bins": ECE_BINS,
+            "strategy": "uniform",
+        },
+    }
+
+
+def _figures(
+    fig_dir: Path,
+    image: tuple[np.ndarray, np.ndarray],
+    study: tuple[np.ndarray, np.ndarray],
+    metrics: Mapping[str, Any],
+    threshold: float,
+    history_csv: Path | None,
+) -> dict[str, str]:
+    """Draw every figure; return ``{name: path relative to the report directory}``."""
+    curves = {"image level": image, "study level": study}
+    made: dict[str, Path] = {}
+    for level in ("image", "study"):
+        m = metrics[f"{level}_level"]["metrics"]
+        made[f"confusion_{level}"] = plots.plot_confusion_matrix(
+            [[m["tn"], m["fp"]], [m["fn"], m["tp"]]], fig_dir / f"confusion_{level}.png",
+            title=f"{level.capitalize()}-level confusion matrix\nthreshold = {threshold:.3f}")
+    made["roc"] = plots.plot_roc_curves(curves, fig_dir / "roc.png", threshold=threshold)
+    made["precision_recall"] = plots.plot_precision_recall_curves(
+        curves, fig_dir / "precision_recall.png", threshold=threshold)
+    made["calibration"] = plots.plot_calibration_curves(
+        curves, fig_dir / "calibration.png", n_bins=ECE_BINS)
+    if history_csv is not None:
+        made["training"] = plots.plot_training_curves(history_csv, fig_dir / "training_curves.png")
+    return {name: f"figures/{path.name}" for name, path in made.items()}
+
+
+def _fmt(value: Any) -> str:
+    """Numbers for tables: counts with separators, scores with three decimals, None as n/a."""
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
+def _fmt_ci(ci: Sequence[float] | None) -> str:
+    """A confidence interval as ``[low, high]``."""
+    return "n/a" if ci is None else f"[{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
+def _metrics_table(metrics: Mapping[str, Any]) -> Block:
+    """Image-level vs study-level scores with their intervals."""
+    img, std = metrics["image_level"], metrics["study_level"]
+    rows = [[label, _fmt(img["metrics"][key]), _fmt_ci(img["ci95"][key]),
+             _fmt(std["metrics"][key]), _fmt_ci(std["ci95"][key])]
+            for key, label in _METRIC_LABELS.items()]
+    rows.append(["Expected calibration error", _fmt(img["calibration"]["ece"]), "",
+                 _fmt(std["calibration"]["ece"]), ""])
+    return ("table", ["Metric", "Image level", "95% CI", "Study level", "95% CI"], rows)
+
+
+def _confusion_table(m: Mapping[str, Any]) -> Block:
+    """A 2x2 confusion matrix as a text table."""
+    return ("table", ["", "Predicted normal", "Predicted abnormal"],
+            [["True normal", _fmt(m["tn"]), _fmt(m["fp"])],
+             ["True abnormal", _fmt(m["fn"]), _fmt(m["tp"])]])
+
+
+def _blocks(metrics: Mapping[str, Any]) -> list[Block]:
+    """The report's content, independent of the output format."""
+    counts, thr, boot = metrics["counts"], metrics["threshold"], metrics["bootstrap"]
+    blocks: list[Block] = [("h1", f"fracturescan evaluation report: {metrics['split']} split")]
+    if metrics["synthetic"]:
+        blocks.append(("warning", "SYNTHETIC DATA - NOT A MEASURE OF CLINICAL PERFORMANCE",
+                       SYNTHETIC_WARNING))
+    blocks.append(("note", "Not a diagnostic device.", NOT_A_DEVICE))
+    blocks += [
+        ("h2", "Summary"),
+        ("table", ["Item", "Value"], [
+            ["Split", metrics["split"]],
+            ["Images / studies / patients",
+             f"{counts['images']:,} / {counts['studies']:,} / {counts['patients']:,}"],
+            ["Abnormal images / studies",
+             f"{counts['abnormal_images']:,} / {counts['abnormal_studies']:,}"],
+            ["Decision threshold", f"{thr['value']:.4f} (source: {thr['source']})"],
+            ["Synthetic data", "YES" if metrics["synthetic"] else "no"],
+            ["Generated", metrics["generated_at"]],
+            ["fracturescan version", metrics["fracturescan_version"]],
+        ]),
+        ("h2", "Metrics"),
+        _metrics_table(metrics),
+        ("p", "An image or study is called abnormal when its probability is >= "
+              f"{thr['value']:.4f}. A study's probability is the mean of its images' probabilities (MURA). "
+              f"95% intervals: percentile bootstrap, {boot['n_boot']:,} resamples (seed "
+              f"{boot['seed']}) of whole studies, so images of one study stay together. "
+              f"Calibration error uses {ECE_BINS} equal-width bins."),
+        ("h2", "Confusion matrices"),
+        ("h3", "Image level"), _confusion_table(metrics["image_level"]["metrics"]),
+        ("img", metrics["files"]["figures"]["confusion_image"], "Image-level confusion matrix"),
+        ("h3", "Study level"), _confusion_table(metrics["study_level"]["metrics"]),
+        ("img", metrics["files"]["figures"]["confusion_study"], "Study-level confusion matrix"),
+        ("h2", "Curves"),
+    ]
+    captions = {"roc": "ROC curves", "precision_recall": "Precision-recall curves",
+                "calibration": "Calibration", "training": "Training history"}
+    for name, caption in captions.items():
+        if name in metrics["files"]["figures"]:
+            blocks += [("h3", caption), ("img", metrics["files"]["figures"][name], caption)]
+    model_rows = [[str(k), v if isinstance(v, str) else json.dumps(v)]
+                  for k, v in metrics["model_info"].items()]
+    blocks += [("h2", "Model"), ("table", ["Field", "Value"], model_rows or [["(none)", ""]]),
+               ("h2", "Files"),
+               ("table", ["File", "Content"], [
+                   ["metrics.json", "all numbers above, machine-readable"],
+                   ["predictions.csv",
+                    "one row per image: path, study, patient, label, prob, decision"],
+                   ["study_predictions.csv", "one row per study (mean probability)"]])]
+    return blocks
+
+
+def _md_cell(text: Any) -> str:
+    """Keep a value from breaking a Markdown table row or being read as HTML."""
+    text = str(text).replace("\n", " ")
+    for char in "\\|<>":
+        text = text.replace(char, "\\" + char)
+    return text
+
+
+def _to_markdown(blocks: Sequence[Block]) -> str:
+    """Render blocks as GitHub-flavoured Markdown."""
+    out: list[str] = []
+    for kind, *args in blocks:
+        if kind in ("h1", "h2", "h3"):
+            out.append(f"{'#' * int(kind[1])} {args[0]}")
+        elif kind == "warning":
+            out.append(f"> **WARNING: {args[0]}**\n>\n> **{args[1]}**")
+        elif kind == "note":
+            out.append(f"> **{args[0]}** {args[1]}")
+        elif kind == "p":
+            out.append(args[0])
+        elif kind == "img":
+            out.append(f"![{args[1]}]({args[0]})")
+        elif kind == "table":
+            header, rows = args
+            lines = ["| " + " | ".join(_md_cell(h) for h in header) + " |",
+                     "|" + "---|" * len(header)]
+            lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
+            out.append("\n".join(lines))
+    return "\n\n".join(out) + "\n"
+
+
+_CSS = """body{font-family:system-ui,sans-serif;max-width:60em;margin:2em auto;padding:0 1em;
+color:#222}table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;
+padding:.3em .7em;text-align:left}th{background:#eee}.warning{background:#b00020;color:#fff;padding:1em 1.2em;font-size:1.15em;
+border-radius:4px}.note{background:#fff4d6;border-left:5px solid #e0a000;padding:.6em 1em}
+img{max-width:100%;border:1px solid #ddd}"""
+
+
+def _to_html(blocks: Sequence[Block], title: str) -> str:
+    """Render blocks as one self-contained HTML page (figures linked by relative path)."""
+    e = html.escape
+    body: list[str] = []
+    for kind, *args in blocks:
+        if kind in ("h1", "h2", "h3"):
+            body.append(f"<{kind}>{e(args[0])}</{kind}>")
+        elif kind == "warning":
+            body.append(f'<div class="warning" role="alert"><strong>WARNING: {e(args[0])}</strong>'
+                        f"<br>{e(args[1])}</div>")
+        elif kind == "note":
+            body.append(f'<p class="note"><strong>{e(args[0])}</strong> {e(args[1])}</p>')
+        elif kind == "p":
+            body.append(f"<p>{e(args[0])}</p>")
+        elif kind == "img":
+            body.append(f'<p><img src="{e(args[0])}" alt="{e(args[1])}"></p>')
+        elif kind == "table":
+            header, rows = args
+            head = "".join(f"<th>{e(str(h))}</th>" for h in header)
+            cells = "".join("<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in row) + "</tr>"
+                            for row in rows)
+            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{cells}</tbody></table>")
+    return ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f"<title>{e(title)}</title><style>{_CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+
+
+def write_evaluation_report(
+    out_dir: Path,
+    *,
+    paths: Sequence[str],
+    study_ids: Sequence[str],
+    patient_ids: Sequence[str],
+    y_true: ArrayLike,
+    y_prob: ArrayLike,
+    threshold: float,
+    threshold_source: str,
+    split: str,
+    model_info: Mapping[str, Any],
+    synthetic: bool,
+    history_csv: Path | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Evaluate image-level predictions and write the full report into ``out_dir``.
+
+    Args:
+        out_dir: directory to write into (created if needed; existing report files replaced).
+        paths, study_ids, patient_ids: one entry per image.
+        y_true, y_prob: label (1 = abnormal) and predicted probability per image.
+        threshold: decision threshold (``prob >= threshold`` is abnormal).
+        threshold_source: where the threshold came from, e.g. ``"checkpoint (f1 on hold-out)"``.
+        split: name of the evaluated split, e.g. ``"valid"``.
+        model_info: facts about the model (architecture, checkpoint, ...), stored as given.
+        synthetic: the data are synthetic phantoms; the report then says so prominently.
+        history_csv: optional training history to plot.
+        n_boot, seed: bootstrap resamples and seed for the 95% intervals.
+
+    Returns:
+        The dict written to ``metrics.json``.
+
+    Raises:
+        DatasetError: inconsistent inputs (lengths, labels, studies across patients, ...).
+    """
+    y, p = validate_binary_inputs(y_true, y_prob)
+    threshold = validate_threshold(threshold)
+    _check_lengths(len(y), paths=paths, study_ids=study_ids, patient_ids=patient_ids)
+    if history_csv is not None and not Path(history_csv).is_file():
+        raise DatasetError(
+            f"training history {history_csv} does not exist; omit it or fix the path"
+        )
+    study = aggregate_studies(study_ids, y, p)
+    study_patients = _study_patients(study, patient_ids)
+    out_dir = Path(out_dir)
+    (out_dir / "figures").mkdir(parents=True, exist_ok=True)
+    log.info("evaluating %d images in %d studies (bootstrap n=%d)", len(y), len(study), n_boot)
+
+    metrics: dict[str, Any] = {
+        "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "fracturescan_version": fracturescan.__version__,
+        "split": split,
+        "synthetic": bool(synthetic),
+        "threshold": {"value": threshold, "source": threshold_source},
+        "counts": {
+            "images": int(len(y)), "studies": len(study),
+            "patients": len({str(pid) for pid in patient_ids}),
+            "abnormal_images": int(y.sum()), "abnormal_studies": int(study.y_true.sum()),
+        },
+        "bootstrap": {"n_boot": int(n_boot), "seed": int(seed), "alpha": ALPHA,
+                      "interval": "percentile", "resampling_unit": "study"},
+        "image_level": _level(y, p, threshold, study_ids, n_boot, seed),
+        "study_level": _level(study.y_true, study.y_prob, threshold, None, n_boot, seed),
+        "model_info": model_info,
+    }
+    decision = (p >= threshold).astype(int)
+    _write_csv(out_dir / "predictions.csv",
+               ["path", "study_id", "patient_id", "label", "prob", "decision"],
+               [[str(a), str(b), str(c), int(d), repr(float(e)), int(f)]
+                for a, b, c, d, e, f in zip(paths, study_ids, patient_ids, y, p, decision)])
+    _write_csv(out_dir / "study_predictions.csv",
+               ["study_id", "patient_id", "n_images", "label", "prob", "decision"],
+               [[str(s), pid, int(k), int(lab), repr(float(prob)), int(prob >= threshold)]
+                for s, pid, k, lab, prob in zip(study.study_ids, study_patients, study.n_images,
+                                                study.y_true, study.y_prob)])
+    figures = _figures(out_dir / "figures", (y, p), (study.y_true, study.y_prob), metrics,
+                       threshold, history_csv)
+    metrics["files"] = {"predictions": "predictions.csv",
+                        "study_predictions": "study_predictions.csv", "report_md": "report.md", "report_html": "report.html", "figures": figures}
+    metrics = _jsonable(metrics)
+    (out_dir / "metrics.json").write_text(
+        json.dumps(metrics, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    blocks = _blocks(metrics)
+    (out_dir / "report.md").write_text(_to_markdown(blocks), encoding="utf-8")
+    (out_dir / "report.html").write_text(
+        _to_html(blocks, f"fracturescan evaluation: {split}"), encoding="utf-8")
+    log.info("evaluation report written to %s", out_dir)
+    return metrics

@@ -1,0 +1,75 @@
+"""Evaluate a trained run on a data split and write the report (the library side of
+``fracturescan evaluate``)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..data.cache import build_cache
+from ..data.sources import open_dataset
+from ..errors import ConfigError
+from ..inference import Predictor
+from .report import write_evaluation_report
+
+log = logging.getLogger(__name__)
+
+
+def _run_config(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "config.yaml"
+    return yaml.safe_load(path.read_text()) if path.is_file() else {}
+
+
+def evaluate_run(
+    run_dir: Path,
+    *,
+    split: str = "valid",
+    data: Path | None = None,
+    out: Path | None = None,
+    n_boot: int = 1000,
+    device: str = "auto",
+    seed: int = 0,
+) -> tuple[dict, Path]:
+    """Predict every image of ``split`` with the run's best checkpoint and write the report.
+
+    The decision threshold is the one stored in the checkpoint (chosen on the training hold-out);
+    nothing here is tuned on the evaluated split. Returns (metrics, report directory).
+    """
+    run_dir = Path(run_dir)
+    cfg = _run_config(run_dir)
+    data = Path(data) if data else (Path(cfg["data"]) if cfg.get("data") else None)
+    if data is None:
+        raise ConfigError(f"{run_dir} has no config.yaml naming its data: pass --data PATH.")
+    predictor = Predictor.from_checkpoint(run_dir, device=device)
+    meta = predictor.metadata
+    index = open_dataset(data, cfg.get("body_part", "XR_WRIST"))
+    records = index.split(split)
+    cache = build_cache(records, predictor.image_size, Path(cfg["cache_dir"]) if cfg.get("cache_dir") else None,
+                        desc=f"caching {split}")
+    probs = predictor.probabilities(cache.pixels)
+    out = Path(out) if out else run_dir / f"eval_{split}"
+    kept = cache.records
+    history = run_dir / "history.csv"
+    metrics = write_evaluation_report(
+        out,
+        paths=[str(r.path) for r in kept],
+        study_ids=[r.study_id for r in kept],
+        patient_ids=[r.patient_id for r in kept],
+        y_true=[r.label for r in kept],
+        y_prob=probs,
+        threshold=predictor.threshold,
+        threshold_source=str(meta.threshold_method),
+        split=split,
+        model_info={"arch": meta.arch, "input_size": meta.input_size, "run": str(run_dir),
+                    "data": str(index.root), "body_parts": list(meta.body_parts or []),
+                    "skipped_images": len(cache.skipped)},
+        synthetic=bool(index.synthetic or meta.synthetic),
+        history_csv=history if history.is_file() else None,
+        n_boot=n_boot,
+        seed=seed,
+    )
+    log.info("Evaluation report written to %s", out)
+    return metrics, out

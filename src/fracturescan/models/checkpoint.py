@@ -1,0 +1,398 @@
+"""Self-describing checkpoints: one directory, safetensors weights, JSON metadata, model card.
+
+Layout::
+
+    <dir>/model.safetensors   the FractureNet state dict (safetensors only: never pickle)
+    <dir>/metadata.json       everything needed to rebuild the model and its preprocessing,
+                              plus provenance and the SHA-256 of model.safetensors
+    <dir>/MODEL_CARD.md       human-readable summary: intended use, data, metrics, limitations
+
+Writes are atomic at the directory level (built next to the target, then renamed into place)
+so an interrupted save never leaves a half-written checkpoint behind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fracturescan.data.records import LABEL_NAMES
+from fracturescan.errors import CheckpointError
+from fracturescan.models.registry import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    MODEL_DEFAULTS,
+    FractureNet,
+    build_model,
+)
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+MODEL_FILE = "model.safetensors"
+METADATA_FILE = "metadata.json"
+CARD_FILE = "MODEL_CARD.md"
+#: Fields that describe the stored tensors; changing them in place would make the file lie.
+_FROZEN_FIELDS = frozenset({"arch", "hidden", "dropout", "channels", "sha256", "format_version"})
+
+
+@dataclass(frozen=True)
+class CheckpointMetadata:
+    """Everything ``metadata.json`` records. Unknown keys from newer versions land in ``extra``
+    and are written back unchanged, so an older fracturescan never silently drops them."""
+
+    arch: str = "densenet121"
+    hidden: int = 256
+    dropout: float = 0.5
+    input_size: int = 224
+    channels: int = 3
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    label_names: tuple[str, ...] = LABEL_NAMES
+    threshold: float = 0.5
+    threshold_method: str = "default 0.5 (not tuned)"
+    training_config: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    data_fingerprint: str | None = None
+    synthetic: bool = False
+    body_parts: tuple[str, ...] = ()
+    package_version: str = ""
+    git_commit: str | None = None
+    created_at: str = ""
+    sha256: str = ""
+    format_version: int = FORMAT_VERSION
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict; ``extra`` keys are merged back at the top level."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
+        for name in ("mean", "std", "label_names", "body_parts"):
+            out[name] = list(out[name])
+        return {**self.extra, **out}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CheckpointMetadata:
+        """Build from a dict (missing keys take defaults; unknown keys are kept in ``extra``).
+
+        Raises:
+            CheckpointError: not a dict, or written by a newer, incompatible format version.
+        """
+        if not isinstance(data, dict):
+            raise CheckpointError(f"checkpoint metadata must be a JSON object, got {type(data).__name__}")
+        version = data.get("format_version", FORMAT_VERSION)
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise CheckpointError(
+                f"checkpoint format version {version!r} is newer than this fracturescan supports "
+                f"({FORMAT_VERSION}); upgrade fracturescan"
+            )
+        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        known = {k: v for k, v in data.items() if k in names}
+        nested = data.get("extra") if isinstance(data.get("extra"), dict) else {}
+        extra = {**nested, **{k: v for k, v in data.items() if k not in names | {"extra"}}}
+        for name in ("mean", "std", "label_names", "body_parts"):
+            if name in known:
+                known[name] = tuple(known[name])
+        return cls(**known, extra=extra)
+
+
+def _git_commit() -> str | None:
+    """Best-effort commit of the source tree this package runs from; None if unknown."""
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = result.stdout.strip()
+    return commit if result.returncode == 0 and commit else None
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def resolve_checkpoint_dir(path: Path | str) -> Path:
+    """Return ``path`` if it is a checkpoint, ``path/best`` if that is one (a run directory).
+
+    Raises:
+        CheckpointError: neither holds ``metadata.json``.
+    """
+    path = Path(path)
+    for candidate in (path, path / "best"):
+        if (candidate / METADATA_FILE).is_file():
+            return candidate
+    raise CheckpointError(
+        f"{path} is not a fracturescan checkpoint: no {METADATA_FILE} in it or in {path / 'best'}. "
+        "Pass a checkpoint directory or a training run directory."
+    )
+
+
+def read_metadata(directory: Path | str) -> CheckpointMetadata:
+    """Read and parse ``metadata.json`` of a checkpoint (or run) directory."""
+    directory = resolve_checkpoint_dir(directory)
+    path = directory / METADATA_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path} is not valid JSON ({exc}); the checkpoint is corrupt") from exc
+    return CheckpointMetadata.from_dict(data)
+
+
+def _complete_metadata(model: FractureNet, metadata: CheckpointMetadata | dict[str, Any]) -> CheckpointMetadata:
+    from fracturescan import __version__
+
+    if isinstance(metadata, dict):
+        defaults = MODEL_DEFAULTS[model.arch]
+        base = {"input_size": defaults.input_size, "mean": defaults.mean, "std": defaults.std}
+        metadata = CheckpointMetadata.from_dict({**base, **metadata})
+    # The model, not the caller, is the authority on what the tensors are.
+    return dataclasses.replace(
+        metadata,
+        arch=model.arch,
+        hidden=model.hidden,
+        dropout=float(model.dropout),
+        channels=model.in_channels,
+        package_version=__version__,
+        git_commit=_git_commit() or metadata.git_commit,
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        format_version=FORMAT_VERSION,
+    )
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def _flatten_metrics(metrics: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    # Trainers nest metrics (e.g. {"holdout_image": {"auc": ...}}); a table wants flat rows.
+    rows: list[tuple[str, Any]] = []
+    for key, value in sorted(metrics.items()):
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            rows += _flatten_metrics(value, prefix=f"{name}.")
+        else:
+            rows.append((name, value))
+    return rows
+
+
+def _json_default(value: Any) -> Any:
+    # numpy scalars/arrays and paths show up in metrics and configs; store them as plain JSON.
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)
+
+
+def render_model_card(meta: CheckpointMetadata, *, name: str = "fracturescan model") -> str:
+    """Render ``MODEL_CARD.md``: intended use, training data, metrics, threshold, limitations."""
+    parts = ", ".join(meta.body_parts) or "not recorded"
+    lines = [f"# Model card: {name}", ""]
+    if meta.synthetic:
+        lines += [
+            "> **WARNING: TRAINED ON SYNTHETIC PHANTOM IMAGES, NOT REAL RADIOGRAPHS.** This model",
+            "> exists to test the software pipeline. Its outputs mean nothing for real patients.",
+            "",
+        ]
+    lines += [
+        f"- Architecture: `{meta.arch}` backbone, head hidden={meta.hidden}, dropout={meta.dropout}",
+        f"- Input: {meta.channels} x {meta.input_size} x {meta.input_size}, "
+        f"normalised with mean={list(meta.mean)} std={list(meta.std)}",
+        f"- Output: P({meta.label_names[-1]}) for labels {list(meta.label_names)}",
+        f"- fracturescan {meta.package_version}, git commit {meta.git_commit or 'unknown'}, "
+        f"created {meta.created_at}",
+        f"- Weights SHA-256: `{meta.sha256}`",
+        "",
+        "## Intended use",
+        "",
+        "A second reader to help clinicians spot abnormalities (such as fractures) in "
+        "musculoskeletal radiographs; not a diagnostic device. Every output must be reviewed by "
+        "a qualified clinician.",
+        "",
+        "## Training data",
+        "",
+        ("SYNTHETIC phantom images generated by fracturescan (not patient data)."
+         if meta.synthetic else "Musculoskeletal radiographs (see the training configuration)."),
+        f"Body parts: {parts}. Data fingerprint: `{meta.data_fingerprint or 'not recorded'}`.",
+        "",
+        "## Metrics",
+        "",
+    ]
+    if meta.metrics:
+        lines += ["| metric | value |", "|---|---|"]
+        lines += [f"| {key} | {_fmt(value)} |" for key, value in _flatten_metrics(meta.metrics)]
+    else:
+        lines.append("No metrics recorded.")
+    lines += [
+        "",
+        "## Decision threshold",
+        "",
+        f"{meta.threshold:.4f} (chosen by: {meta.threshold_method}).",
+        "",
+        "## Limitations",
+        "",
+        "- Trained and validated only on the body parts listed above; other anatomy, views, "
+        "paediatric or post-operative images, and other scanners may perform worse.",
+        "- Labels are study-level (normal/abnormal); the model does not localise or classify "
+        "fractures, and Grad-CAM heatmaps are only a rough indication of what it looked at.",
+        "- Not validated prospectively or cleared by any regulator.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _render_texts(meta: CheckpointMetadata, name: str) -> tuple[CheckpointMetadata, dict[str, str]]:
+    """Return (metadata as it will read back, {file name: text}) for metadata.json and the card."""
+    text = json.dumps(meta.to_dict(), indent=2, sort_keys=True, default=_json_default) + "\n"
+    # Re-parse so numpy scalars etc. appear in the card exactly as they will be read back.
+    meta = CheckpointMetadata.from_dict(json.loads(text))
+    return meta, {METADATA_FILE: text, CARD_FILE: render_model_card(meta, name=name)}
+
+
+def _swap_into_place(staging: Path, target: Path) -> None:
+    # os.replace cannot overwrite a non-empty directory, so the old one is moved aside first and
+    # deleted only once the new one is in place.
+    if not target.exists():
+        os.replace(staging, target)
+        return
+    if not target.is_dir():
+        raise CheckpointError(f"refusing to overwrite {target}: it is a file, not a checkpoint directory")
+    if any(target.iterdir()) and not (target / METADATA_FILE).is_file():
+        raise CheckpointError(f"refusing to overwrite {target}: it is not empty and not a checkpoint")
+    old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
+    os.replace(target, old)
+    os.replace(staging, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def save_checkpoint(
+    directory: Path | str, model: FractureNet, metadata: CheckpointMetadata | dict[str, Any]
+) -> Path:
+    """Write ``model`` and ``metadata`` as a checkpoint directory, atomically; return its path.
+
+    Model-derived fields (arch, hidden, dropout, channels), the package version, git commit,
+    creation time and SHA-256 are filled in here. An existing checkpoint at ``directory`` is
+    replaced; any other non-empty directory is refused.
+    """
+    from safetensors.torch import save_file
+
+    target = Path(directory)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Unwrap DistributedDataParallel (.module) and torch.compile (._orig_mod) wrappers.
+    for attr in ("module", "_orig_mod"):
+        model = getattr(model, attr, model)
+    if not isinstance(model, FractureNet):
+        raise TypeError(f"save_checkpoint needs a FractureNet, got {type(model).__name__}")
+    meta = _complete_metadata(model, metadata)
+    staging = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
+    staging.mkdir()
+    try:
+        state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+        save_file(state, str(staging / MODEL_FILE), metadata={"format": "pt"})
+        meta = dataclasses.replace(meta, sha256=_sha256(staging / MODEL_FILE))
+        meta, texts = _render_texts(meta, target.name)
+        for name, text in texts.items():
+            (staging / name).write_text(text, encoding="utf-8")
+        _swap_into_place(staging, target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    logger.info("checkpoint saved to %s", target)
+    return target
+
+
+def read_state_dict(directory: Path | str) -> tuple[dict[str, torch.Tensor], CheckpointMetadata]:
+    """Read a checkpoint's verified state dict (on CPU) and its metadata.
+
+    Raises:
+        CheckpointError: no checkpoint there, SHA-256 mismatch, or not a safetensors file.
+    """
+    from safetensors.torch import load_file
+
+    directory = resolve_checkpoint_dir(directory)
+    meta = read_metadata(directory)
+    weights = directory / MODEL_FILE
+    if not weights.is_file():
+        raise CheckpointError(f"{weights} is missing; the checkpoint is incomplete")
+    if _sha256(weights) != meta.sha256:
+        raise CheckpointError(
+            f"{weights} does not match the SHA-256 recorded in {METADATA_FILE}: the file is "
+            "corrupt or was modified after saving. Re-copy or re-train the checkpoint."
+        )
+    try:
+        # safetensors parses a JSON header and raw tensors only; it never unpickles.
+        state = load_file(str(weights), device="cpu")
+    except Exception as exc:  # SafetensorError and friends
+        raise CheckpointError(
+            f"{weights} is not a valid safetensors file ({exc}); fracturescan refuses other "
+            "formats (such as pickles) for safety"
+        ) from exc
+    return state, meta
+
+
+def load_checkpoint(
+    directory: Path | str, *, map_location: str | torch.device = "cpu"
+) -> tuple[FractureNet, CheckpointMetadata]:
+    """Rebuild the model described by a checkpoint, load its weights strictly, return it in eval mode.
+
+    Raises:
+        CheckpointError: missing/corrupt/tampered checkpoint or weights that do not fit.
+    """
+    state, meta = read_state_dict(directory)
+    model = build_model(
+        meta.arch, weights="none", hidden=meta.hidden, dropout=meta.dropout, in_channels=meta.channels
+    )
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"weights in {directory} do not fit a {meta.arch} model: {exc}") from exc
+    return model.to(torch.device(map_location)).eval(), meta
+
+
+def update_metadata(directory: Path | str, **fields: Any) -> CheckpointMetadata:
+    """Change metadata fields (e.g. ``threshold``, ``metrics``) in place and refresh the card.
+
+    Each file is replaced atomically. Fields describing the stored weights cannot be changed.
+
+    Raises:
+        TypeError: an unknown field name.
+        CheckpointError: an attempt to change a field that describes the weights.
+    """
+    directory = resolve_checkpoint_dir(directory)
+    meta = read_metadata(directory)
+    names = {f.name for f in dataclasses.fields(CheckpointMetadata)}
+    unknown = sorted(set(fields) - names)
+    if unknown:
+        raise TypeError(f"unknown checkpoint metadata fields: {unknown}")
+    frozen = sorted(set(fields) & _FROZEN_FIELDS)
+    if frozen:
+        raise CheckpointError(f"cannot change {frozen}: they describe the stored weights; save a new checkpoint")
+    meta, texts = _render_texts(dataclasses.replace(meta, **fields), directory.name)
+    for name, text in texts.items():
+        # Write a sibling temp file and rename it over the original: readers see old or new.
+        tmp = directory / f".{name}.tmp-{uuid.uuid4().hex[:8]}"
+        try:
+            tmp.write_text(text, encoding="utf-8")
+            os.replace(tmp, directory / name)
+        finally:
+            tmp.unlink(missing_ok=True)
+    return meta

@@ -1,0 +1,67 @@
+"""Small training helpers: early stopping, history CSV, TensorBoard, run-state persistence."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+HISTORY_COLUMNS: tuple[str, ...] = ("epoch", "train_loss", "val_loss", "val_auc", "val_study_auc", "lr", "seconds")
+
+
+@dataclass
+class EarlyStopping:
+    """Stop after ``patience`` epochs without improvement of the monitored value."""
+
+    patience: int
+    mode: str = "min"  # "min" for losses, "max" for AUCs
+    best: float = math.nan
+    bad_epochs: int = 0
+
+    def improved(self, value: float) -> bool:
+        """Record ``value``; True if it is the best so far."""
+        if math.isnan(value):
+            self.bad_epochs += 1
+            return False
+        better = math.isnan(self.best) or (value < self.best if self.mode == "min" else value > self.best)
+        if better:
+            self.best, self.bad_epochs = value, 0
+        else:
+            self.bad_epochs += 1
+        return better
+
+    @property
+    def should_stop(self) -> bool:
+        """True once patience is exhausted."""
+        return self.bad_epochs > self.patience
+
+    def state_dict(self) -> dict[str, Any]:
+        """Serializable state (for --resume)."""
+        return {"best": self.best, "bad_epochs": self.bad_epochs}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`."""
+        self.best, self.bad_epochs = float(state["best"]), int(state["bad_epochs"])
+
+
+def write_history(path: Path, rows: list[dict[str, float]]) -> None:
+    """(Re)write the per-epoch history CSV atomically from the full list of rows."""
+    tmp = path.with_suffix(".csv.tmp")
+    with tmp.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=HISTORY_COLUMNS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: row.get(k, "") for k in HISTORY_COLUMNS})
+    os.replace(tmp, path)
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """torch.save to a temporary file, then rename, so a crash never leaves half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)

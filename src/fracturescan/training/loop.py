@@ -1,0 +1,263 @@
+"""The fit loop: data → cache → model → epochs with hold-out validation → best checkpoint.
+
+A run directory holds ``config.yaml`` (resolved), ``split.json`` (hold-out patients and data
+fingerprints), ``history.csv``, ``tensorboard/`` events, ``state/last.pt`` (for ``--resume``) and
+``best/`` (the checkpoint, see DESIGN.md). After training the decision threshold is chosen on the
+patient-level hold-out and stored in the checkpoint; MURA's ``valid`` split is never touched.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..config import TrainConfig, save_config
+from ..data.cache import build_cache
+from ..data.sources import DataIndex, fingerprint_records, open_dataset
+from ..data.split import patient_holdout
+from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, augment_batch, normalise
+from ..errors import ConfigError, FracturescanError
+from ..evaluation.metrics import aggregate_studies, binary_metrics
+from ..evaluation.threshold import choose_threshold
+from ..inference import predict_pixels, resolve_device
+from ..models import build_model, load_checkpoint, save_checkpoint, update_metadata
+from .callbacks import EarlyStopping, atomic_torch_save, write_history
+from .losses import class_weights, weighted_bce
+
+log = logging.getLogger(__name__)
+
+
+class TrainingDivergedError(FracturescanError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Where the run went and how it ended."""
+
+    run_dir: Path
+    best_dir: Path
+    epochs_run: int
+    best_value: float
+    threshold: float
+    holdout_metrics: dict
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and torch; return a CPU generator for shuffling and augmentation."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def _subsample(records: list, limit: int | None, seed: int) -> list:
+    """Keep whole studies until about ``limit`` images (for quick experiments)."""
+    if not limit or len(records) <= limit:
+        return records
+    studies = sorted({r.study_id for r in records})
+    order = np.random.default_rng(seed).permutation(len(studies))
+    keep: set[str] = set()
+    count = 0
+    per_study = {s: 0 for s in studies}
+    for r in records:
+        per_study[r.study_id] += 1
+    for i in order:
+        if count >= limit:
+            break
+        keep.add(studies[i])
+        count += per_study[studies[i]]
+    return [r for r in records if r.study_id in keep]
+
+
+class _Data:
+    """Train and hold-out pixels as tensors (uint8; on the GPU when training there)."""
+
+    def __init__(self, cfg: TrainConfig, index: DataIndex, device: torch.device, run_dir: Path) -> None:
+        records = _subsample(list(index.split("train")), cfg.max_train_images, cfg.seed)
+        train, holdout = patient_holdout(records, cfg.holdout_fraction, cfg.seed)
+        cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else None
+        self.train_cache = build_cache(train, cfg.image_size, cache_dir, desc="caching train")
+        self.hold_cache = build_cache(holdout, cfg.image_size, cache_dir, desc="caching hold-out")
+        skipped = self.train_cache.skipped + self.hold_cache.skipped
+        if skipped:
+            (run_dir / "skipped_images.csv").write_text(
+                "path,reason\n" + "".join(f'"{p}","{r}"\n' for p, r in skipped)
+            )
+        # The whole uint8 set fits in memory (MURA wrist at 224 px ≈ 0.5 GB): index batches directly.
+        self.x_train = torch.from_numpy(np.ascontiguousarray(self.train_cache.pixels)).to(device)
+        self.y_train = torch.from_numpy(self.train_cache.labels).to(device)
+        self.x_hold = np.ascontiguousarray(self.hold_cache.pixels)
+        self.y_hold = self.hold_cache.labels
+        self.hold_studies = [r.study_id for r in self.hold_cache.records]
+        self.fingerprint = fingerprint_records(records)
+        split = {
+            "data": str(index.root), "kind": index.kind, "synthetic": index.synthetic,
+            "fingerprint": self.fingerprint,
+            "train_fingerprint": fingerprint_records(self.train_cache.records),
+            "holdout_fingerprint": fingerprint_records(self.hold_cache.records),
+            "train_images": len(self.train_cache.records), "holdout_images": len(self.hold_cache.records),
+            "holdout_patients": sorted({r.patient_id for r in self.hold_cache.records}),
+            "skipped": len(skipped),
+        }
+        (run_dir / "split.json").write_text(json.dumps(split, indent=1))
+
+
+def _autocast(device: torch.device, enabled: bool):
+    # bf16 needs no loss scaling; only worth it (and only used) on CUDA.
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled and device.type == "cuda")
+
+
+def _train_epoch(model, opt, data: _Data, cfg: TrainConfig, weights, gen, device, epoch: int) -> float:
+    model.train()
+    n = len(data.x_train)
+    order = torch.randperm(n, generator=gen)
+    total, seen = 0.0, 0
+    bar = tqdm(range(0, n, cfg.batch_size), desc=f"epoch {epoch}", unit="batch", leave=False)
+    for batch_no, start in enumerate(bar):
+        idx = order[start : start + cfg.batch_size].to(device)
+        if len(idx) < 2:  # BatchNorm cannot train on a single image
+            continue
+        x = normalise(augment_batch(data.x_train[idx], cfg.augment, gen))
+        if device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with _autocast(device, cfg.amp):
+            logits = model(x)
+        loss = weighted_bce(logits, data.y_train[idx], weights)
+        if not torch.isfinite(loss):
+            raise TrainingDivergedError(
+                f"Loss became {loss.item()} at epoch {epoch}, batch {batch_no}: lower --lr or check "
+                "the data; the last good checkpoint is kept in best/."
+            )
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        total += loss.item() * len(idx)
+        seen += len(idx)
+        bar.set_postfix(loss=f"{total / seen:.4f}")
+    return total / max(seen, 1)
+
+
+def _validate(model, data: _Data, cfg: TrainConfig, weights, device) -> tuple[float, float, float, np.ndarray]:
+    probs = predict_pixels(model, data.x_hold, mean=IMAGENET_MEAN, std=IMAGENET_STD, device=device,
+                           batch_size=cfg.eval_batch_size)
+    p = torch.from_numpy(probs).clamp(1e-7, 1 - 1e-7)
+    loss = float(weighted_bce(torch.logit(p), torch.from_numpy(data.y_hold), weights))
+    auc = binary_metrics(data.y_hold, probs, 0.5)["auc"]
+    studies = aggregate_studies(data.hold_studies, data.y_hold, probs)
+    study_auc = binary_metrics(studies.y_true, studies.y_prob, 0.5)["auc"]
+    nan = float("nan")
+    return loss, nan if auc is None else auc, nan if study_auc is None else study_auc, probs
+
+
+def _metadata(cfg: TrainConfig, index: DataIndex, data: _Data, epoch: int, history: list[dict]) -> dict:
+    return {
+        "arch": cfg.arch, "hidden": cfg.hidden, "dropout": cfg.dropout, "input_size": cfg.image_size,
+        "channels": 3, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
+        "threshold": 0.5, "threshold_method": "default (not yet chosen)",
+        "training_config": cfg.to_dict(), "metrics": {"epoch": epoch, "history": history[-1]},
+        "data_fingerprint": data.fingerprint, "synthetic": index.synthetic,
+        "body_parts": sorted({r.body_part for r in data.train_cache.records}),
+    }
+
+
+def train(cfg: TrainConfig, *, resume: bool = False) -> TrainResult:
+    """Train a model as configured; with ``resume`` continue from ``state/last.pt``."""
+    if not cfg.data:
+        raise ConfigError("No training data given: pass --data PATH (MURA root, CSV or folder).")
+    run_dir = Path(cfg.out)
+    state_path = run_dir / "state" / "last.pt"
+    if resume and not state_path.is_file():
+        raise ConfigError(f"Nothing to resume in {run_dir}: {state_path} does not exist.")
+    if not resume and (run_dir / "history.csv").exists():
+        raise ConfigError(f"{run_dir} already holds a run: choose a new --out or pass --resume.")
+    (run_dir / "state").mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
+    gen = seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    index = open_dataset(Path(cfg.data), cfg.body_part)
+    data = _Data(cfg, index, device, run_dir)
+    weights = class_weights(data.y_train.cpu())
+    log.info("Training %s on %d images (hold-out %d), class weights normal=%.3f abnormal=%.3f, device %s",
+             cfg.arch, len(data.x_train), len(data.x_hold), *weights, device)
+
+    model = build_model(cfg.arch, weights=cfg.weights, hidden=cfg.hidden, dropout=cfg.dropout).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    mode = "min" if cfg.monitor == "val_loss" else "max"
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode=mode, factor=cfg.lr_factor,
+                                                       patience=cfg.lr_patience, min_lr=cfg.min_lr)
+    early = EarlyStopping(cfg.early_stopping_patience, mode)
+    history: list[dict] = []
+    start_epoch = 1
+    if resume:
+        state = torch.load(state_path, map_location=device, weights_only=True)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        early.load_state_dict(state["early"])
+        gen.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        history, start_epoch = list(state["history"]), int(state["epoch"]) + 1
+        log.info("Resuming %s at epoch %d", run_dir, start_epoch)
+
+    from torch.utils.tensorboard import SummaryWriter  # heavy import, only when training
+
+    writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start_epoch)
+    try:
+        for epoch in range(start_epoch, cfg.epochs + 1):
+            if early.should_stop:
+                break
+            t0 = time.perf_counter()
+            train_loss = _train_epoch(model, opt, data, cfg, weights, gen, device, epoch)
+            val_loss, val_auc, val_study_auc, _ = _validate(model, data, cfg, weights, device)
+            row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_auc": val_auc,
+                   "val_study_auc": val_study_auc, "lr": opt.param_groups[0]["lr"],
+                   "seconds": time.perf_counter() - t0}
+            history.append(row)
+            for key in ("train_loss", "val_loss", "val_auc", "val_study_auc", "lr"):
+                writer.add_scalar(key, row[key], epoch)
+            monitored = row[cfg.monitor]
+            sched.step(monitored if not math.isnan(monitored) else (math.inf if mode == "min" else -math.inf))
+            if early.improved(monitored):
+                save_checkpoint(run_dir / "best", model, _metadata(cfg, index, data, epoch, history))
+            log.info("epoch %d: train_loss %.4f val_loss %.4f val_auc %.4f val_study_auc %.4f (%.1fs)",
+                     epoch, train_loss, val_loss, val_auc, val_study_auc, row["seconds"])
+            atomic_torch_save({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                               "scheduler": sched.state_dict(), "early": early.state_dict(),
+                               "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
+                               "history": history, "epoch": epoch}, state_path)
+            write_history(run_dir / "history.csv", history)
+    finally:
+        writer.close()
+    if not (run_dir / "best" / "metadata.json").is_file():
+        raise TrainingDivergedError(f"No epoch produced a usable checkpoint in {run_dir}.")
+    return _finalise(cfg, run_dir, data, weights, device, history, early)
+
+
+def _finalise(cfg, run_dir: Path, data: _Data, weights, device, history, early) -> TrainResult:
+    """Choose the decision threshold on the hold-out with the best model and store it."""
+    model, _ = load_checkpoint(run_dir / "best", map_location=device)
+    _, _, _, probs = _validate(model.to(device), data, cfg, weights, device)
+    studies = aggregate_studies(data.hold_studies, data.y_hold, probs)
+    choice = choose_threshold(data.y_hold, probs, cfg.threshold_method, target_sensitivity=cfg.target_sensitivity)
+    metrics = {
+        "holdout_image": binary_metrics(data.y_hold, probs, choice.value),
+        "holdout_study": binary_metrics(studies.y_true, studies.y_prob, choice.value),
+        "best_epoch": int(max(history, key=lambda r: -r[cfg.monitor] if cfg.monitor == "val_loss" else r[cfg.monitor])["epoch"]),
+        "epochs_run": len(history),
+    }
+    update_metadata(run_dir / "best", threshold=choice.value,
+                    threshold_method=f"{choice.method} on the patient-level hold-out", metrics=metrics)
+    log.info("Threshold %.4f (%s on hold-out); best checkpoint in %s", choice.value, choice.method, run_dir / "best")
+    return TrainResult(run_dir, run_dir / "best", len(history), early.best, choice.value, metrics)

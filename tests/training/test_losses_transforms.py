@@ -1,0 +1,90 @@
+"""Class weighting, weighted BCE and batched augmentation."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from fracturescan.data.transforms import IMAGENET_MEAN, IMAGENET_STD, AugmentConfig, augment_batch, normalise
+from fracturescan.errors import DatasetError
+from fracturescan.training.losses import class_weights, weighted_bce
+
+
+def test_class_weights_follow_mura_paper() -> None:
+    labels = torch.tensor([1, 0, 0, 0, 1, 0, 0, 0, 0, 0], dtype=torch.float32)  # 2 abnormal of 10
+    w_neg, w_pos = class_weights(labels)
+    assert (w_neg, w_pos) == pytest.approx((0.2, 0.8))
+    # both classes then contribute equally to the loss
+    assert 2 * w_pos == pytest.approx(8 * w_neg)
+    with pytest.raises(DatasetError, match="both normal and abnormal"):
+        class_weights(torch.zeros(5))
+
+
+def test_weighted_bce_matches_hand_computation() -> None:
+    logits = torch.tensor([2.0, -1.0, 0.5])
+    targets = torch.tensor([1.0, 0.0, 0.0])
+    w = (0.3, 0.7)
+    p = [1 / (1 + math.exp(-z)) for z in logits.tolist()]
+    expected = -(0.7 * math.log(p[0]) + 0.3 * math.log(1 - p[1]) + 0.3 * math.log(1 - p[2])) / 3
+    assert weighted_bce(logits, targets, w).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_normalise_matches_manual() -> None:
+    px = torch.randint(0, 256, (2, 8, 8), dtype=torch.uint8)
+    out = normalise(px)
+    assert out.shape == (2, 3, 8, 8)
+    for c in range(3):
+        manual = (px.float() / 255 - IMAGENET_MEAN[c]) / IMAGENET_STD[c]
+        assert torch.allclose(out[:, c], manual, atol=1e-6)
+
+
+def test_identity_augmentation_is_identity() -> None:
+    px = torch.randint(0, 256, (4, 16, 16), dtype=torch.uint8)
+    out = augment_batch(px, AugmentConfig(hflip=0.0, rotation=0.0, brightness=0.0, contrast=0.0))
+    assert torch.allclose(out[:, 0], px.float() / 255, atol=1e-5)
+
+
+def test_flip_only_mirrors() -> None:
+    px = torch.randint(0, 256, (3, 10, 12), dtype=torch.uint8)
+    out = augment_batch(px, AugmentConfig(hflip=1.0, rotation=0.0, brightness=0.0, contrast=0.0))
+    assert torch.allclose(out[:, 0], px.flip(-1).float() / 255, atol=1e-5)
+
+
+def test_rotation_turns_an_off_centre_spot() -> None:
+    # A bright spot right of centre must move off its row when rotated by at least 10 degrees.
+    px = torch.zeros((1, 33, 33), dtype=torch.uint8)
+    px[0, 16, 28] = 255
+    for seed in range(5):
+        out = augment_batch(px, AugmentConfig(hflip=0.0, rotation=30.0, brightness=0.0, contrast=0.0),
+                            torch.Generator().manual_seed(seed))[0, 0]
+        y, x = divmod(int(out.argmax()), 33)
+        angle = math.degrees(math.atan2(y - 16, x - 16))
+        assert abs(angle) <= 30.5 + 5  # within the configured range (pixel rounding)
+        assert math.hypot(y - 16, x - 16) == pytest.approx(12, abs=1.5)  # rotation keeps the radius
+
+
+def test_augmentation_is_seeded_and_varies() -> None:
+    px = torch.randint(0, 256, (8, 16, 16), dtype=torch.uint8)
+    cfg = AugmentConfig()
+    a = augment_batch(px, cfg, torch.Generator().manual_seed(1))
+    b = augment_batch(px, cfg, torch.Generator().manual_seed(1))
+    c = augment_batch(px, cfg, torch.Generator().manual_seed(2))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert a.min() >= 0 and a.max() <= 1
+
+
+def test_contrast_and_brightness_statistics() -> None:
+    # With flip/rotation off, a mid-grey image with texture keeps its mean up to the brightness
+    # shift, and its spread scales by the contrast factor.
+    rng = np.random.default_rng(0)
+    px = torch.from_numpy(rng.integers(96, 160, (64, 32, 32), dtype=np.uint8))
+    out = augment_batch(px, AugmentConfig(hflip=0, rotation=0, brightness=0.1, contrast=0.3),
+                        torch.Generator().manual_seed(0))[:, 0]
+    src = px.float() / 255
+    shift = out.mean((1, 2)) - src.mean((1, 2))
+    ratio = out.std((1, 2)) / src.std((1, 2))
+    assert shift.abs().max() <= 0.1 + 1e-4 and shift.std() > 0.02
+    assert ratio.min() >= 0.7 - 1e-3 and ratio.max() <= 1.3 + 1e-3
