@@ -55,7 +55,7 @@ def predict_pixels(
     starts = range(0, len(pixels), batch_size)
     for start in tqdm(starts, desc="predicting", unit="batch", disable=not progress, leave=False):
         chunk = pixels[start : start + batch_size]
-        batch = torch.as_tensor(np.asarray(chunk)).to(device)
+        batch = torch.from_numpy(np.array(chunk, dtype=np.uint8)).to(device)
         logits = model(normalise(batch, mean, std))
         out[start : start + len(chunk)] = torch.sigmoid(logits.float()).cpu().numpy().reshape(-1)
     return out

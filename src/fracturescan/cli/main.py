@@ -5,12 +5,12 @@ Every user mistake surfaces as one line on stderr and a non-zero exit code, neve
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional
 
-import click
 import typer
 
 from ..errors import FracturescanError
@@ -25,6 +25,23 @@ app = typer.Typer(
 )
 
 
+def command(name: str | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register a command whose FracturescanErrors become one line on stderr and exit code 1."""
+
+    def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except FracturescanError as exc:
+                typer.echo(f"error: {exc}", err=True)
+                raise typer.Exit(1) from None
+
+        return app.command(name)(guarded)
+
+    return register
+
+
 @app.callback()
 def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")) -> None:
     logging.basicConfig(
@@ -35,7 +52,7 @@ def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug log
     )
 
 
-@app.command()
+@command()
 def synth(
     out: Path = typer.Option(..., "--out", help="Folder to create (becomes the MURA-v1.1 style root)."),
     studies: int = typer.Option(300, help="Number of studies (train + valid)."),
@@ -51,7 +68,7 @@ def synth(
     output.echo_summary(summary)
 
 
-@app.command("data-info")
+@command("data-info")
 def data_info(
     data: Path = typer.Argument(..., help="MURA v1.1 root, labelled CSV or class-folder tree."),
     body_part: str = typer.Option("all", help="XR_WRIST, …, or 'all'."),
@@ -64,7 +81,7 @@ def data_info(
     output.echo_counts(summarise(list(index.train) + list(index.valid)), index)
 
 
-@app.command()
+@command()
 def train(
     data: Optional[Path] = typer.Option(None, "--data", help="MURA v1.1 root, labelled CSV or folder."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run directory to create."),
@@ -106,7 +123,7 @@ def train(
     output.echo_holdout(result.holdout_metrics)
 
 
-@app.command()
+@command()
 def evaluate(
     run: Path = typer.Argument(..., help="Run directory (or checkpoint directory)."),
     split: str = typer.Option("valid", help="valid (MURA's test set) or train."),
@@ -123,7 +140,7 @@ def evaluate(
     typer.echo(f"Report: {folder / 'report.html'}")
 
 
-@app.command()
+@command()
 def predict(
     model: Path = typer.Argument(..., help="Run or checkpoint directory."),
     paths: list[Path] = typer.Argument(..., help="Image files, study folders or a whole tree."),
@@ -146,20 +163,11 @@ def predict(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console entry point: run the app and turn known errors into one line on stderr."""
+    """Console entry point; returns the exit code."""
     try:
-        app(args=argv, standalone_mode=False)
-    except FracturescanError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        return 1
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    except click.exceptions.Abort:
-        typer.echo("Aborted.", err=True)
-        return 130
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
+        app(args=argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except KeyboardInterrupt:
         typer.echo("Interrupted.", err=True)
         return 130

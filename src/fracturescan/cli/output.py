@@ -67,12 +67,13 @@ def echo_metrics(metrics: dict) -> None:
 
     def cell(level: str, key: str) -> str:
         block = metrics[level]
-        value, ci = block["metrics"].get(key), (block.get("ci") or {}).get(key)
+        value, ci = block["metrics"].get(key), (block.get("ci95") or {}).get(key)
         if value is None:
             return "-"
         return f"{value:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
 
-    typer.echo(f"Split {metrics.get('split')}, threshold {metrics.get('threshold'):.3f} ({metrics.get('threshold_source')})")
+    threshold = metrics["threshold"]
+    typer.echo(f"Split {metrics['split']}, threshold {threshold['value']:.3f} ({threshold['source']})")
     typer.echo(table(["metric", "image (95% CI)", "study (95% CI)"],
                      [(k, cell("image_level", k), cell("study_level", k)) for k in _KEYS]))
 

@@ -87,8 +87,10 @@ def _sample_fracture(rng: np.random.Generator, scale: float) -> FractureGeometry
         slope=(float(rng.uniform(-0.35, 0.35)), float(rng.uniform(-0.35, 0.35))),
         jag=jag,
         gap=float(rng.uniform(0.024, 0.036)) * scale,
-        shift=(float(rng.uniform(0.025, 0.05)) * scale, sign * float(rng.uniform(0.03, 0.055)) * scale),
-        tilt=(float(rng.uniform(10, 22)), sign * float(rng.uniform(12, 25))),
+        # One sign for both components, so no projection angle can cancel the displacement.
+        shift=(sign * float(rng.uniform(0.025, 0.05)) * scale,
+               sign * float(rng.uniform(0.03, 0.055)) * scale),
+        tilt=(sign * float(rng.uniform(10, 22)), sign * float(rng.uniform(12, 25))),
         impaction=float(rng.uniform(0.0, 0.012)) * scale,
     )
 
@@ -135,7 +137,7 @@ class _Tube:
 class _Canvas:
     """Arm-frame coordinates of every pixel plus the pose that maps arm frame to pixels."""
 
-    def __init__(self, height: int, width: int, pose: tuple[float, float, float, float], mirror: bool):
+    def __init__(self, height: int, width: int, pose: tuple[float, ...], mirror: bool) -> None:
         self.h, self.w = height, width
         angle, self.scale, self.tx, self.ty = pose
         self.cos, self.sin = math.cos(angle), math.sin(angle)
@@ -294,7 +296,9 @@ def _hand_tubes(anat: WristAnatomy, theta: float) -> list[tuple[_Tube, float]]:
     tubes: list[tuple[_Tube, float]] = []
     k = anat.carpal_scale
 
-    def chain(x: float, z: float, v: float, d3: tuple[float, float, float], lengths: tuple[float, ...]) -> None:
+    def chain(x: float, z: float, v: float, d3: tuple[float, ...],
+              lengths: tuple[float, ...]) -> None:
+        """Append bones laid end to end from base (x, z, v) along 3-D direction ``d3``."""
         du, dv = _project(d3[0], d3[1], theta), d3[2]
         shrink = math.hypot(du, dv)
         direction = _unit(du, dv)
@@ -324,7 +328,7 @@ def _soft_tissue(canvas: _Canvas, anat: WristAnatomy, theta: float,
     fw, hw = anat.forearm_width, anat.hand_width
     knots = np.array([-3.0, -0.3, -0.02, 0.06, 0.17, 0.40, 0.47, 0.52], dtype=np.float32)
     wx = np.interp(canvas.v, knots, [fw * 1.15, fw, 0.88 * fw, 0.95 * fw, hw, hw, 0.85 * hw, 0.0])
-    wz = np.interp(canvas.v, knots, [0.10, 0.09, 0.065, 0.06, 0.05, 0.045, 0.04, 0.0])
+    wz = np.interp(canvas.v, knots, [0.10, 0.095, 0.075, 0.07, 0.068, 0.06, 0.05, 0.0])
     h = np.maximum(np.hypot(wx * c, wz * s), 1e-4)
     thick = 2 * wx * wz / h * np.sqrt(np.maximum(1.0 - (canvas.u / h) ** 2, 0.0))
     field = (_K_SOFT * thick).astype(np.float32)
@@ -349,9 +353,10 @@ def _bones(canvas: _Canvas, anat: WristAnatomy, theta: float, fracture: bool,
     """Bone attenuation of the whole wrist plus the boxes changed by fractures."""
     field = np.zeros_like(canvas.u)
     radius, ulna, styloid = _forearm_tubes(anat, theta)
-    boxes = [_add_tube(canvas, field, radius, 0.6, (anat.radius_fracture, theta) if fracture else None),
-             _add_tube(canvas, field, ulna, 0.6,
-                       (anat.ulna_fracture, theta) if fracture and anat.ulna_fractured else None)]
+    radius_break = (anat.radius_fracture, theta) if fracture else None
+    ulna_break = (anat.ulna_fracture, theta) if fracture and anat.ulna_fractured else None
+    boxes = [_add_tube(canvas, field, radius, 0.6, radius_break),
+             _add_tube(canvas, field, ulna, 0.6, ulna_break)]
     _add_tube(canvas, field, styloid, 0.04)
     k = anat.carpal_scale
     c, s = math.cos(theta), math.sin(theta)
@@ -390,7 +395,8 @@ def _burn_text(rng: np.random.Generator, img: np.ndarray, side: str, view: str) 
     mask = Image.new("L", (w, h), 0)
     draw = ImageDraw.Draw(mask)
     corners = rng.permutation(4)[:3]
-    date = f"{int(rng.integers(1, 29)):02d}.{int(rng.integers(1, 13)):02d}.{int(rng.integers(2003, 2016))}"
+    day, month, year = (int(rng.integers(lo, hi)) for lo, hi in ((1, 29), (1, 13), (2003, 2016)))
+    date = f"{day:02d}.{month:02d}.{year}"
     sizes = (int(h * rng.uniform(0.07, 0.1)), int(h * rng.uniform(0.045, 0.06)), int(h * 0.04))
     for corner, text, size, boxed in zip(corners, (side, view, date), sizes, (True, False, False)):
         font = _font(size)
@@ -410,14 +416,10 @@ def _collimate(rng: np.random.Generator, img: np.ndarray) -> None:
     h, w = img.shape
     sides, widths = rng.random(4) < 0.25, rng.uniform(0.02, 0.07, 4)
     level = float(rng.uniform(0.55, 0.85))
-    if sides[0]:
-        img[: int(widths[0] * h)] = level
-    if sides[1]:
-        img[h - int(widths[1] * h):] = level
-    if sides[2]:
-        img[:, : int(widths[2] * w)] = level
-    if sides[3]:
-        img[:, w - int(widths[3] * w):] = level
+    bands = (np.s_[: int(widths[0] * h)], np.s_[h - int(widths[1] * h):],
+             np.s_[:, : int(widths[2] * w)], np.s_[:, w - int(widths[3] * w):])
+    for band in (b for b, on in zip(bands, sides) if on):
+        img[band] = level
 
 
 def render_wrist(
@@ -442,8 +444,9 @@ def render_wrist(
         raise ValueError(f"Unknown view {view!r}: choose one of {', '.join(VIEWS)}.")
     fracture = anatomy.fractured if fracture is None else fracture
     theta = math.radians(VIEWS[view])
-    pose = (math.radians(float(np.clip(rng.normal(0.0, 8.0), -20, 20))), float(rng.uniform(0.85, 1.1)),
-            float(rng.uniform(-0.05, 0.05)), float(rng.uniform(-0.1, 0.0)))
+    rotation = math.radians(float(np.clip(rng.normal(0.0, 8.0), -20, 20)))
+    pose = (rotation, float(rng.uniform(0.85, 1.1)), float(rng.uniform(-0.05, 0.05)),
+            float(rng.uniform(-0.1, 0.0)))
     exposure, fog, gamma, gain = rng.uniform((0.85, 0.02, 0.8, 0.85), (1.15, 0.12, 1.25, 1.0))
     gradient = rng.uniform(-0.05, 0.05, 2)
     noise_sigma = float(rng.uniform(0.008, 0.03))
@@ -453,9 +456,9 @@ def render_wrist(
     bone, boxes = _bones(canvas, anatomy, theta, fracture, tubes)
     signal = 1.0 - np.exp(-exposure * (_soft_tissue(canvas, anatomy, theta, tubes) + bone))
     signal, kernel_radius = _blur(signal.astype(np.float32), blur_sigma)
-    ramp = gradient[0] * (canvas.u * 0 + np.linspace(-0.5, 0.5, width, dtype=np.float32)[None, :])
-    img = fog + gain * (1 - fog) * signal ** gamma + ramp + gradient[1] * np.linspace(
-        -0.5, 0.5, height, dtype=np.float32)[:, None]
+    ramp = (gradient[0] * np.linspace(-0.5, 0.5, width, dtype=np.float32)[None, :]
+            + gradient[1] * np.linspace(-0.5, 0.5, height, dtype=np.float32)[:, None])
+    img = fog + gain * (1 - fog) * signal ** gamma + ramp  # film fog, exposure, uneven field
     _collimate(rng, img)
     _burn_text(rng, img, anatomy.side, view)
     img = img + rng.standard_normal(img.shape, dtype=np.float32) * noise_sigma

@@ -72,11 +72,14 @@ def _validate(studies: int, size: int, valid_fraction: float, positive_fraction:
         raise ConfigError(f"studies must be at least 2 (one per split), got {studies}.")
     if size < 32:
         raise ConfigError(f"size must be at least 32 pixels, got {size}.")
-    for name, value in (("valid_fraction", valid_fraction), ("positive_fraction", positive_fraction)):
+    fractions = (("valid_fraction", valid_fraction), ("positive_fraction", positive_fraction))
+    for name, value in fractions:
         if not 0.0 < value < 1.0:
             raise ConfigError(f"{name} must lie strictly between 0 and 1, got {value}.")
     if body_part not in BODY_PARTS:
-        raise ConfigError(f"Unknown body part {body_part!r}: choose one of {', '.join(BODY_PARTS)}.")
+        raise ConfigError(
+            f"Unknown body part {body_part!r}: choose one of {', '.join(BODY_PARTS)}."
+        )
 
 
 def _prepare_root(out: Path, overwrite: bool) -> None:
@@ -110,13 +113,20 @@ def _plan(rng: np.random.Generator, studies: int, valid_fraction: float,
         valid_studies += per_patient[-n_valid_patients]
     first_valid = len(per_patient) - n_valid_patients
     plan: list[_Study] = []
-    for split, patients in (("train", range(first_valid)), ("valid", range(first_valid, len(per_patient)))):
-        n = sum(per_patient[p] for p in patients)
-        n_pos = min(max(round(positive_fraction * n), 1), n - 1) if n >= 2 else int(rng.random() < positive_fraction)
-        labels = rng.permutation(np.arange(n) < n_pos).astype(int)
+    splits = (("train", range(first_valid)), ("valid", range(first_valid, len(per_patient))))
+    for split, patients in splits:
         slots = [(p, k) for p in patients for k in range(1, per_patient[p] + 1)]
-        plan += [_Study(split, p + 1, k, int(lab), len(plan) + i) for i, ((p, k), lab) in enumerate(zip(slots, labels))]
+        for (patient, number), label in zip(slots, _labels(rng, len(slots), positive_fraction)):
+            plan.append(_Study(split, patient + 1, number, label, len(plan)))
     return plan
+
+
+def _labels(rng: np.random.Generator, n: int, positive_fraction: float) -> list[int]:
+    """Exactly round(fraction * n) positives (both classes present when n >= 2), shuffled."""
+    if n < 2:
+        return [int(rng.random() < positive_fraction)] * n
+    n_pos = min(max(round(positive_fraction * n), 1), n - 1)
+    return [int(x) for x in rng.permutation(np.arange(n) < n_pos)]
 
 
 def _study_dir(study: _Study, body_part: str) -> str:
@@ -169,7 +179,8 @@ def generate_mura_phantoms(
     _validate(studies, size, valid_fraction, positive_fraction, body_part)
     out = Path(out).expanduser()
     _prepare_root(out, overwrite)
-    plan = _plan(np.random.default_rng([seed, 1_000_003]), studies, valid_fraction, positive_fraction)
+    plan_rng = np.random.default_rng([seed, 1_000_003])  # a stream apart from the studies'
+    plan = _plan(plan_rng, studies, valid_fraction, positive_fraction)
     images: dict[str, list[str]] = {"train": [], "valid": []}
     study_rows: dict[str, list[str]] = {"train": [], "valid": []}
     annotations = ["image_path,x0,y0,x1,y1"]
@@ -177,7 +188,7 @@ def generate_mura_phantoms(
         written = _write_study(out, study, body_part, size, seed)
         study_rows[study.split].append(f"{_PREFIX}/{_study_dir(study, body_part)},{study.label}")
         images[study.split] += [path for path, _ in written]
-        annotations += [f"{path},{b[0]},{b[1]},{b[2]},{b[3]}" for path, b in written if b is not None]
+        annotations += [f"{path},{b[0]},{b[1]},{b[2]},{b[3]}" for path, b in written if b]
     for split in ("train", "valid"):
         _write_lines(out / f"{split}_image_paths.csv", images[split])
         _write_lines(out / f"{split}_labeled_studies.csv", study_rows[split])
@@ -198,5 +209,9 @@ def generate_mura_phantoms(
 
 def _counts(plan: list[_Study], images: dict[str, list[str]], split: str) -> SplitCounts:
     mine = [s for s in plan if s.split == split]
-    return SplitCounts(studies=len(mine), images=len(images[split]),
-                       patients=len({s.patient for s in mine}), positives=sum(s.label for s in mine))
+    return SplitCounts(
+        studies=len(mine),
+        images=len(images[split]),
+        patients=len({s.patient for s in mine}),
+        positives=sum(s.label for s in mine),
+    )

@@ -216,7 +216,8 @@ def _blocks(metrics: Mapping[str, Any]) -> list[Block]:
         ("h2", "Metrics"),
         _metrics_table(metrics),
         ("p", "An image or study is called abnormal when its probability is >= "
-              f"{thr['value']:.4f}. A study's probability is the mean of its images' probabilities (MURA). "
+              f"{thr['value']:.4f}. A study's probability is the mean of its images' "
+              "probabilities (MURA). "
               f"95% intervals: percentile bootstrap, {boot['n_boot']:,} resamples (seed "
               f"{boot['seed']}) of whole studies, so images of one study stay together. "
               f"Calibration error uses {ECE_BINS} equal-width bins."),
@@ -277,8 +278,9 @@ def _to_markdown(blocks: Sequence[Block]) -> str:
 
 _CSS = """body{font-family:system-ui,sans-serif;max-width:60em;margin:2em auto;padding:0 1em;
 color:#222}table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;
-padding:.3em .7em;text-align:left}th{background:#eee}.warning{background:#b00020;color:#fff;padding:1em 1.2em;font-size:1.15em;
-border-radius:4px}.note{background:#fff4d6;border-left:5px solid #e0a000;padding:.6em 1em}
+padding:.3em .7em;text-align:left}th{background:#eee}
+.warning{background:#b00020;color:#fff;padding:1em 1.2em;font-size:1.15em;border-radius:4px}
+.note{background:#fff4d6;border-left:5px solid #e0a000;padding:.6em 1em}
 img{max-width:100%;border:1px solid #ddd}"""
 
 
@@ -305,7 +307,8 @@ def _to_html(blocks: Sequence[Block], title: str) -> str:
                             for row in rows)
             body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{cells}</tbody></table>")
     return ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-            f"<title>{e(title)}</title><style>{_CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+            f"<title>{e(title)}</title><style>{_CSS}</style></head><body>\n"
+            + "\n".join(body) + "\n</body></html>\n")
 
 
 def write_evaluation_report(
@@ -388,7 +391,9 @@ def write_evaluation_report(
     figures = _figures(out_dir / "figures", (y, p), (study.y_true, study.y_prob), metrics,
                        threshold, history_csv)
     metrics["files"] = {"predictions": "predictions.csv",
-                        "study_predictions": "study_predictions.csv", "report_md": "report.md", "report_html": "report.html", "figures": figures}
+                        "study_predictions": "study_predictions.csv",
+                        "report_md": "report.md", "report_html": "report.html",
+                        "figures": figures}
     metrics = _jsonable(metrics)
     (out_dir / "metrics.json").write_text(
         json.dumps(metrics, indent=2, allow_nan=False) + "\n", encoding="utf-8")

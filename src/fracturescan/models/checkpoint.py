@@ -72,6 +72,8 @@ class CheckpointMetadata:
     git_commit: str | None = None
     created_at: str = ""
     sha256: str = ""
+    #: SHA-256 of ``model.onnx`` written by ``fracturescan export --onnx``; "" when not exported.
+    onnx_sha256: str = ""
     format_version: int = FORMAT_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
 

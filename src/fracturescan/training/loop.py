@@ -94,9 +94,9 @@ class _Data:
                 "path,reason\n" + "".join(f'"{p}","{r}"\n' for p, r in skipped)
             )
         # The whole uint8 set fits in memory (MURA wrist at 224 px ≈ 0.5 GB): index batches directly.
-        self.x_train = torch.from_numpy(np.ascontiguousarray(self.train_cache.pixels)).to(device)
+        self.x_train = torch.from_numpy(np.array(self.train_cache.pixels)).to(device)
         self.y_train = torch.from_numpy(self.train_cache.labels).to(device)
-        self.x_hold = np.ascontiguousarray(self.hold_cache.pixels)
+        self.x_hold = np.array(self.hold_cache.pixels)
         self.y_hold = self.hold_cache.labels
         self.hold_studies = [r.study_id for r in self.hold_cache.records]
         self.fingerprint = fingerprint_records(records)
