@@ -10,7 +10,7 @@ CLI := $(VENV)/bin/fracturescan
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 DEMO ?= demo
 DEMO_STUDIES ?= 320
-DEMO_EPOCHS ?= 8
+DEMO_EPOCHS ?= 12
 
 .PHONY: setup demo test clean-demo
 
@@ -29,7 +29,7 @@ demo: setup
 	time $(CLI) synth --out $(DEMO)/data --studies $(DEMO_STUDIES) --size 128 --seed 0
 	@echo "== 2/4 train: DenseNet121 from scratch (offline: no ImageNet weights needed) at 64 px"
 	time $(CLI) train --data $(DEMO)/data --out $(DEMO)/run --weights none --image-size 64 \
-		--epochs $(DEMO_EPOCHS) --cache-dir $(DEMO)/cache
+		--epochs $(DEMO_EPOCHS) --lr 1e-3 --cache-dir $(DEMO)/cache
 	@echo "== 3/4 evaluate on the valid split (MURA's test set)"
 	time $(CLI) evaluate $(DEMO)/run --split valid
 	@echo "== 4/4 predict one valid study folder"

@@ -60,3 +60,75 @@ def mura_fixture(tmp_path: Path) -> Path:
         ],
     }
     return make_mura_fixture(tmp_path / "MURA-v1.1", spec)
+
+
+# ---------------------------------------------------------------------------------------------
+# Trained phantom models, shared by every test of the session that needs a real trained model.
+# Training DenseNet121 from scratch at 64 px takes a couple of minutes on 2 CPU cores; doing it
+# once per session keeps the suite short.
+# ---------------------------------------------------------------------------------------------
+
+from dataclasses import dataclass  # noqa: E402
+
+
+@dataclass(frozen=True)
+class PhantomRun:
+    """A phantom data set and a run directory trained on it."""
+
+    data: Path  # the data set the run trained on (MURA root, or a CSV for shuffled labels)
+    mura: Path  # the phantom MURA root (true labels; has annotations.csv)
+    run: Path
+
+
+PHANTOM_TRAIN = dict(arch="densenet121", weights="none", image_size=64, epochs=14, lr=1e-3, seed=0)
+
+
+@pytest.fixture(scope="session")
+def phantom_mura(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A phantom MURA v1.1 tree (320 studies, 128 px)."""
+    from fracturescan.data.synth import generate_mura_phantoms
+
+    root = tmp_path_factory.mktemp("phantoms") / "MURA-v1.1"
+    generate_mura_phantoms(root, studies=320, size=128, seed=11)
+    return root
+
+
+def _train(data: Path, out: Path, cache: Path) -> Path:
+    from fracturescan.config import TrainConfig
+    from fracturescan.training.loop import train
+
+    train(TrainConfig(data=str(data), out=str(out), cache_dir=str(cache), **PHANTOM_TRAIN))
+    return out
+
+
+@pytest.fixture(scope="session")
+def phantom_run(phantom_mura: Path, tmp_path_factory: pytest.TempPathFactory) -> PhantomRun:
+    """DenseNet121 trained on the phantoms with their true labels."""
+    base = tmp_path_factory.mktemp("phantom_run")
+    return PhantomRun(phantom_mura, phantom_mura, _train(phantom_mura, base / "run", base / "cache"))
+
+
+def shuffled_label_csv(mura_root: Path, out_csv: Path, seed: int = 0) -> Path:
+    """A CSV data set over the phantom images whose TRAIN study labels are randomly permuted
+    (valid keeps its true labels), for checking that the model learns the fracture, not noise."""
+    from fracturescan.data.mura import load_mura
+
+    rng = np.random.default_rng(seed)
+    train = load_mura(mura_root, "train")
+    studies = sorted({r.study_id for r in train})
+    true = {r.study_id: r.label for r in train}
+    permuted = dict(zip(studies, rng.permutation([true[s] for s in studies])))
+    lines = ["path,label,study_id,patient_id,split"]
+    lines += [f"{r.path},{permuted[r.study_id]},{r.study_id},{r.patient_id},train" for r in train]
+    lines += [f"{r.path},{r.label},{r.study_id},{r.patient_id},valid" for r in load_mura(mura_root, "valid")]
+    out_csv.write_text("\n".join(lines) + "\n")
+    (out_csv.parent / "SYNTHETIC.txt").write_text("Synthetic phantoms with shuffled training labels.\n")
+    return out_csv
+
+
+@pytest.fixture(scope="session")
+def shuffled_run(phantom_mura: Path, tmp_path_factory: pytest.TempPathFactory) -> PhantomRun:
+    """The same training on the same images with shuffled training labels."""
+    base = tmp_path_factory.mktemp("shuffled_run")
+    data = shuffled_label_csv(phantom_mura, base / "shuffled.csv")
+    return PhantomRun(data, phantom_mura, _train(data, base / "run", base / "cache"))
