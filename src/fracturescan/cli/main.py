@@ -106,7 +106,7 @@ def train(
     from ..training.loop import train as run_training
 
     overrides = {
-        "data": str(data) if data else None, "out": str(out) if out else None, "body_part": body_part,
+        "data": str(data.resolve()) if data else None, "out": str(out) if out else None, "body_part": body_part,
         "arch": arch, "weights": weights, "epochs": epochs, "batch_size": batch_size,
         "image_size": image_size, "lr": lr, "device": device, "seed": seed,
         "max_train_images": max_train_images, "threshold_method": threshold_method,
@@ -160,6 +160,99 @@ def predict(
         output.write_predictions_json(json_out, predictor, images, studies)
     if all(i.error for i in images):
         raise FracturescanError("None of the given images could be read.")
+
+
+@command()
+def export(
+    model: Path = typer.Argument(..., help="Run or checkpoint directory."),
+    onnx: bool = typer.Option(False, "--onnx", help="Write model.onnx (ONNX Runtime CPU inference)."),
+    opset: int = typer.Option(17, help="ONNX opset (17 or newer)."),
+    tolerance: float = typer.Option(1e-4, help="Largest logit difference vs torch accepted."),
+) -> None:
+    """Export a checkpoint for fast inference, checked against the torch model before it is kept."""
+    from ..export import export_onnx
+
+    if not onnx:
+        raise FracturescanError("Choose an export format: pass --onnx.")
+    result = export_onnx(model, opset=opset, tolerance=tolerance)
+    typer.echo(f"Wrote {result.path} (opset {result.opset}, sha256 {result.sha256[:12]}…, "
+               f"max |logit difference| vs torch {result.max_abs_diff:.1e}); "
+               "predict now uses ONNX Runtime on the CPU automatically.")
+
+
+@command("app")
+def app_command(
+    models: Optional[Path] = typer.Option(None, "--models", help="Folder whose run directories the admin can choose from."),
+    model: Optional[list[Path]] = typer.Option(None, "--model", help="A run or checkpoint directory (repeatable)."),
+    db: str = typer.Option("sqlite:///fracturescan-app.db", "--db", help="SQLAlchemy database URL (SQLite file or PostgreSQL)."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0 for the network)."),
+    port: int = typer.Option(8501, help="Port to listen on."),
+) -> None:
+    """Start the clinical web app (Streamlit) with Doctor/Admin roles and an audit trail."""
+    import os
+    import subprocess
+
+    from ..errors import MissingExtraError
+
+    try:
+        from ..webapp import APP_SCRIPT
+        from ..webapp.config import AppConfig
+        import streamlit  # noqa: F401  (only to fail early with a clear message)
+    except ImportError as exc:
+        raise MissingExtraError(exc.name or "streamlit", "app", "The web app") from exc
+    if models is None and not model:
+        raise FracturescanError("Give --models DIR (a folder of training runs) or --model PATH.")
+    if models is not None and not models.is_dir():
+        raise FracturescanError(f"--models {models} is not a folder.")
+    config = AppConfig(db_url=db, models_dir=models, model_paths=tuple(model or ()))
+    command_line = [sys.executable, "-m", "streamlit", "run", str(APP_SCRIPT),
+                    "--server.address", host, "--server.port", str(port),
+                    "--server.headless", "true", "--browser.gatherUsageStats", "false",
+                    "--server.fileWatcherType", "none", "--client.toolbarMode", "viewer"]
+    typer.echo(f"fracturescan app on http://{host}:{port} (database {db.split('@')[-1]})")
+    raise typer.Exit(subprocess.call(command_line, env={**os.environ, **config.to_env()}))
+
+
+@command()
+def explain(
+    model: Path = typer.Argument(..., help="Run or checkpoint directory."),
+    images: Optional[list[Path]] = typer.Argument(None, help="Image files, study folders or a whole tree."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for the <name>_gradcam.png overlays."),
+    alpha: float = typer.Option(0.4, "--alpha", min=0.0, max=1.0, help="Heatmap opacity (0 to 1)."),
+    evaluate: Optional[Path] = typer.Option(None, "--evaluate", help="Phantom data set: run the pointing game."),
+    split: str = typer.Option("valid", "--split", help="Split scored by --evaluate."),
+    margin: float = typer.Option(0.05, "--margin", min=0.0, max=0.5, help="Box dilation (fraction of image side)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Pointing-game JSON (default OUT or MODEL/pointing_<split>.json)."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda."),
+) -> None:
+    """Grad-CAM overlays of the abnormal class, or the pointing game on phantoms (--evaluate)."""
+    from ..explain.files import explain_paths
+    from ..explain.pointing import pointing_game, write_pointing_json
+    from ..inference import Predictor
+
+    if not images and evaluate is None:
+        raise FracturescanError("Give image files/folders with --out DIR, or --evaluate DATA.")
+    if images and out is None:
+        raise FracturescanError("Give --out DIR: the folder to write the Grad-CAM overlays to.")
+    predictor = Predictor.from_checkpoint(model, device=device, backend="torch")
+    if images:
+        results = explain_paths(predictor, images, out, alpha)
+        for r in results:
+            if r.figure is not None:
+                typer.echo(f"{r.source}\tP(abnormal)={r.probability:.3f}\t{r.figure}")
+        failed = [r for r in results if r.error]
+        if failed:
+            more = f" ({len(failed)} of {len(results)} images failed)" if len(failed) > 1 else ""
+            raise FracturescanError(f"{failed[0].error}{more}")
+    if evaluate is not None:
+        result = pointing_game(predictor, evaluate, split=split, margin=margin)
+        target = json_out or (out or Path(model)) / f"pointing_{split}.json"
+        write_pointing_json(result, target)
+        score = "n/a" if result.score is None else f"{result.score:.3f}"
+        typer.echo(f"Pointing game ({split}, layer {result.layer}, margin {margin:.0%}): {score} over "
+                   f"{result.n_true_positive} true-positive images of {result.n_annotated_positive} annotated "
+                   f"positives (all positives: {result.score_all_positives:.3f}; random peak ≈ "
+                   f"{(result.chance or 0):.3f}). JSON: {target}")
 
 
 def main(argv: list[str] | None = None) -> int:
