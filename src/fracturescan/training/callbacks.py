@@ -11,7 +11,9 @@ from typing import Any
 
 import torch
 
-HISTORY_COLUMNS: tuple[str, ...] = ("epoch", "train_loss", "val_loss", "val_auc", "val_study_auc", "lr", "seconds")
+HISTORY_COLUMNS: tuple[str, ...] = (
+    "epoch", "train_loss", "val_loss", "val_auc", "val_study_auc", "lr", "seconds", "train_images",
+)
 
 
 @dataclass

@@ -8,6 +8,7 @@ patient-level hold-out and stored in the checkpoint; MURA's ``valid`` split is n
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -18,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.distributed.algorithms.join import Join
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from ..config import TrainConfig, save_config
@@ -31,6 +34,8 @@ from ..evaluation.threshold import choose_threshold
 from ..inference import predict_pixels, resolve_device
 from ..models import build_model, load_checkpoint, save_checkpoint, update_metadata
 from .callbacks import EarlyStopping, atomic_torch_save, write_history
+from .distributed import (DistContext, all_reduce_sum, barrier, batches, epoch_order, init_distributed, shard,
+                          shutdown)
 from .losses import class_weights, weighted_bce
 
 log = logging.getLogger(__name__)
@@ -52,12 +57,17 @@ class TrainResult:
     holdout_metrics: dict
 
 
-def seed_everything(seed: int) -> torch.Generator:
-    """Seed Python, NumPy and torch; return a CPU generator for shuffling and augmentation."""
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (dropout draws from torch's global generator)."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-    return torch.Generator().manual_seed(seed)
+
+
+def augment_generator(seed: int, epoch: int, rank: int) -> torch.Generator:
+    """Augmentation randomness for one epoch on one rank: derived from (seed, epoch, rank) so a
+    resumed run draws exactly what the uninterrupted run would have drawn."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 1_009 + rank)
 
 
 def _subsample(records: list, limit: int | None, seed: int) -> list:
@@ -82,14 +92,19 @@ def _subsample(records: list, limit: int | None, seed: int) -> list:
 class _Data:
     """Train and hold-out pixels as tensors (uint8; on the GPU when training there)."""
 
-    def __init__(self, cfg: TrainConfig, index: DataIndex, device: torch.device, run_dir: Path) -> None:
+    def __init__(self, cfg: TrainConfig, index: DataIndex, device: torch.device, run_dir: Path,
+                 ctx: DistContext) -> None:
         records = _subsample(list(index.split("train")), cfg.max_train_images, cfg.seed)
         train, holdout = patient_holdout(records, cfg.holdout_fraction, cfg.seed)
         cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else None
+        if not ctx.is_main:
+            barrier(ctx)  # rank 0 decodes; the others then open the finished cache
         self.train_cache = build_cache(train, cfg.image_size, cache_dir, desc="caching train")
         self.hold_cache = build_cache(holdout, cfg.image_size, cache_dir, desc="caching hold-out")
+        if ctx.is_main:
+            barrier(ctx)
         skipped = self.train_cache.skipped + self.hold_cache.skipped
-        if skipped:
+        if skipped and ctx.is_main:
             (run_dir / "skipped_images.csv").write_text(
                 "path,reason\n" + "".join(f'"{p}","{r}"\n' for p, r in skipped)
             )
@@ -109,7 +124,8 @@ class _Data:
             "holdout_patients": sorted({r.patient_id for r in self.hold_cache.records}),
             "skipped": len(skipped),
         }
-        (run_dir / "split.json").write_text(json.dumps(split, indent=1))
+        if ctx.is_main:
+            (run_dir / "split.json").write_text(json.dumps(split, indent=1))
 
 
 def _autocast(device: torch.device, enabled: bool):
@@ -117,34 +133,39 @@ def _autocast(device: torch.device, enabled: bool):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled and device.type == "cuda")
 
 
-def _train_epoch(model, opt, data: _Data, cfg: TrainConfig, weights, gen, device, epoch: int) -> float:
+def _train_epoch(model, opt, data: _Data, cfg: TrainConfig, weights, device, epoch: int,
+                 ctx: DistContext) -> tuple[float, int]:
+    """One pass over this rank's share of the training set; returns (mean loss, images seen),
+    both summed over all ranks."""
     model.train()
-    n = len(data.x_train)
-    order = torch.randperm(n, generator=gen)
+    mine = shard(epoch_order(len(data.x_train), cfg.seed, epoch), ctx)
+    gen = augment_generator(cfg.seed, epoch, ctx.rank)
     total, seen = 0.0, 0
-    bar = tqdm(range(0, n, cfg.batch_size), desc=f"epoch {epoch}", unit="batch", leave=False)
-    for batch_no, start in enumerate(bar):
-        idx = order[start : start + cfg.batch_size].to(device)
-        if len(idx) < 2:  # BatchNorm cannot train on a single image
-            continue
-        x = normalise(augment_batch(data.x_train[idx], cfg.augment, gen))
-        if device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
-        with _autocast(device, cfg.amp):
-            logits = model(x)
-        loss = weighted_bce(logits, data.y_train[idx], weights)
-        if not torch.isfinite(loss):
-            raise TrainingDivergedError(
-                f"Loss became {loss.item()} at epoch {epoch}, batch {batch_no}: lower --lr or check "
-                "the data; the last good checkpoint is kept in best/."
-            )
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        total += loss.item() * len(idx)
-        seen += len(idx)
-        bar.set_postfix(loss=f"{total / seen:.4f}")
-    return total / max(seen, 1)
+    bar = tqdm(batches(mine, cfg.batch_size), desc=f"epoch {epoch}", unit="batch", leave=False,
+               disable=not ctx.is_main)
+    # DDP's join lets ranks with one batch fewer finish without hanging the others.
+    with Join([model]) if ctx.enabled else contextlib.nullcontext():
+        for batch_no, idx in enumerate(bar):
+            idx = idx.to(device)
+            x = normalise(augment_batch(data.x_train[idx], cfg.augment, gen))
+            if device.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+            with _autocast(device, cfg.amp):
+                logits = model(x)
+            loss = weighted_bce(logits, data.y_train[idx], weights)
+            if not torch.isfinite(loss):
+                raise TrainingDivergedError(
+                    f"Loss became {loss.item()} at epoch {epoch}, batch {batch_no}: lower --lr or "
+                    "check the data; the last good checkpoint is kept in best/."
+                )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(idx)
+            seen += len(idx)
+            bar.set_postfix(loss=f"{total / seen:.4f}")
+    total, seen = all_reduce_sum([total, float(seen)], ctx, device)
+    return total / max(seen, 1), int(seen)
 
 
 def _validate(model, data: _Data, cfg: TrainConfig, weights, device) -> tuple[float, float, float, np.ndarray]:
@@ -170,8 +191,11 @@ def _metadata(cfg: TrainConfig, index: DataIndex, data: _Data, epoch: int, histo
     }
 
 
-def train(cfg: TrainConfig, *, resume: bool = False) -> TrainResult:
-    """Train a model as configured; with ``resume`` continue from ``state/last.pt``."""
+def train(cfg: TrainConfig, *, resume: bool = False) -> TrainResult | None:
+    """Train a model as configured; with ``resume`` continue from ``state/last.pt``.
+
+    Under torchrun every rank calls this; rank 0 returns the result, the others None.
+    """
     if not cfg.data:
         raise ConfigError("No training data given: pass --data PATH (MURA root, CSV or folder).")
     run_dir = Path(cfg.out)
@@ -180,12 +204,25 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> TrainResult:
         raise ConfigError(f"Nothing to resume in {run_dir}: {state_path} does not exist.")
     if not resume and (run_dir / "history.csv").exists():
         raise ConfigError(f"{run_dir} already holds a run: choose a new --out or pass --resume.")
-    (run_dir / "state").mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / "config.yaml")
-    gen = seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
+    ctx = init_distributed(device.type)
+    try:
+        return _train(cfg, resume, run_dir, state_path, device, ctx)
+    finally:
+        shutdown(ctx)
+
+
+def _train(cfg: TrainConfig, resume: bool, run_dir: Path, state_path: Path, device: torch.device,
+           ctx: DistContext) -> TrainResult | None:
+    if device.type == "cuda" and ctx.enabled:
+        device = torch.device("cuda", ctx.local_rank)
+        torch.cuda.set_device(device)
+    if ctx.is_main:
+        (run_dir / "state").mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+    seed_everything(cfg.seed + ctx.rank)
     index = open_dataset(Path(cfg.data), cfg.body_part)
-    data = _Data(cfg, index, device, run_dir)
+    data = _Data(cfg, index, device, run_dir, ctx)
     weights = class_weights(data.y_train.cpu())
     log.info("Training %s on %d images (hold-out %d), class weights normal=%.3f abnormal=%.3f, device %s",
              cfg.arch, len(data.x_train), len(data.x_hold), *weights, device)
@@ -193,6 +230,9 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> TrainResult:
     model = build_model(cfg.arch, weights=cfg.weights, hidden=cfg.hidden, dropout=cfg.dropout).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
+    net = model  # the bare module: validation and checkpoints use it
+    if ctx.enabled:
+        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     mode = "min" if cfg.monitor == "val_loss" else "max"
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode=mode, factor=cfg.lr_factor,
@@ -202,44 +242,52 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> TrainResult:
     start_epoch = 1
     if resume:
         state = torch.load(state_path, map_location=device, weights_only=True)
-        model.load_state_dict(state["model"])
+        net.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         early.load_state_dict(state["early"])
-        gen.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
+        if ctx.is_main:
+            torch.set_rng_state(state["torch_rng"])
         history, start_epoch = list(state["history"]), int(state["epoch"]) + 1
         log.info("Resuming %s at epoch %d", run_dir, start_epoch)
 
     from torch.utils.tensorboard import SummaryWriter  # heavy import, only when training
 
-    writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start_epoch)
+    writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start_epoch) if ctx.is_main else None
     try:
         for epoch in range(start_epoch, cfg.epochs + 1):
             if early.should_stop:
                 break
             t0 = time.perf_counter()
-            train_loss = _train_epoch(model, opt, data, cfg, weights, gen, device, epoch)
-            val_loss, val_auc, val_study_auc, _ = _validate(model, data, cfg, weights, device)
+            train_loss, seen = _train_epoch(model, opt, data, cfg, weights, device, epoch, ctx)
+            # Every rank validates the same weights on the whole hold-out, so all ranks take the
+            # same scheduler and early-stopping decisions without extra communication.
+            val_loss, val_auc, val_study_auc, _ = _validate(net, data, cfg, weights, device)
             row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_auc": val_auc,
                    "val_study_auc": val_study_auc, "lr": opt.param_groups[0]["lr"],
-                   "seconds": time.perf_counter() - t0}
+                   "seconds": time.perf_counter() - t0, "train_images": seen}
             history.append(row)
-            for key in ("train_loss", "val_loss", "val_auc", "val_study_auc", "lr"):
-                writer.add_scalar(key, row[key], epoch)
             monitored = row[cfg.monitor]
             sched.step(monitored if not math.isnan(monitored) else (math.inf if mode == "min" else -math.inf))
-            if early.improved(monitored):
-                save_checkpoint(run_dir / "best", model, _metadata(cfg, index, data, epoch, history))
+            improved = early.improved(monitored)
+            if not ctx.is_main:
+                continue
+            for key in ("train_loss", "val_loss", "val_auc", "val_study_auc", "lr"):
+                writer.add_scalar(key, row[key], epoch)
+            if improved:
+                save_checkpoint(run_dir / "best", net, _metadata(cfg, index, data, epoch, history))
             log.info("epoch %d: train_loss %.4f val_loss %.4f val_auc %.4f val_study_auc %.4f (%.1fs)",
                      epoch, train_loss, val_loss, val_auc, val_study_auc, row["seconds"])
-            atomic_torch_save({"model": model.state_dict(), "optimizer": opt.state_dict(),
+            atomic_torch_save({"model": net.state_dict(), "optimizer": opt.state_dict(),
                                "scheduler": sched.state_dict(), "early": early.state_dict(),
-                               "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
-                               "history": history, "epoch": epoch}, state_path)
+                               "torch_rng": torch.get_rng_state(), "history": history, "epoch": epoch},
+                              state_path)
             write_history(run_dir / "history.csv", history)
     finally:
-        writer.close()
+        if writer is not None:
+            writer.close()
+    if not ctx.is_main:
+        return None
     if not (run_dir / "best" / "metadata.json").is_file():
         raise TrainingDivergedError(f"No epoch produced a usable checkpoint in {run_dir}.")
     return _finalise(cfg, run_dir, data, weights, device, history, early)

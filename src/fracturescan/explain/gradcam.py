@@ -1,0 +1,161 @@
+"""Grad-CAM heatmaps for the abnormal logit, computed with captum's ``LayerGradCam``.
+
+Grad-CAM (Selvaraju et al., 2017) weights each channel of a convolutional feature map by the
+spatial mean of the gradient of the target logit with respect to it, sums the weighted channels
+and keeps the positive part: the regions whose features push the prediction towards "abnormal".
+
+The target layer is :attr:`FractureNet.cam_layer`, the *activated* final feature map (for
+DenseNet121 the non-inplace ReLU after ``norm5``), unless its grid is too coarse to localise
+anything at the model's input size (see :mod:`.layers`: a 64-px DenseNet121 has a 2 x 2 final
+grid, so a deeper-but-finer stage is used). The map is upsampled straight to the original
+image size: :func:`~fracturescan.data.images.resize_square` squashes the whole image into the
+model's square input without cropping or padding, so a plain resize of the feature grid maps it
+back onto the original pixels.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data.transforms import normalise
+from ..errors import FracturescanError
+from .layers import select_cam_layer
+
+if TYPE_CHECKING:
+    from ..inference import Predictor
+
+log = logging.getLogger(__name__)
+
+# captum attaches forward hooks to the shared model for the duration of one call; two threads
+# (e.g. two Streamlit sessions sharing one cached Predictor) must not interleave those hooks.
+_HOOK_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Grad-CAM of one image for the abnormal class.
+
+    Attributes:
+        probability: model probability of abnormality (sigmoid of ``logit``).
+        logit: the raw abnormal logit the heatmap explains.
+        heatmap: float32 (H, W) in [0, 1] at the ORIGINAL image resolution; 0 = no evidence.
+        model_heatmap: float32 (size, size) in [0, 1] at the model's input resolution.
+        cam: float32 (h, w) raw Grad-CAM on the feature grid (not normalised, >= 0).
+        peak: (row, col) of the heatmap maximum in original pixels, or None when the map is
+            all zero (no region supports "abnormal").
+        layer: name of the target layer (``cam_layer`` or a trunk stage such as
+            ``0.denseblock2``).
+    """
+
+    probability: float
+    logit: float
+    heatmap: np.ndarray
+    model_heatmap: np.ndarray
+    cam: np.ndarray
+    peak: tuple[int, int] | None
+    layer: str = "cam_layer"
+
+
+def _layer_grad_cam() -> type:
+    try:
+        from captum.attr import LayerGradCam
+    except ImportError as exc:  # captum is a core dependency; this guards broken installs
+        raise FracturescanError("Grad-CAM needs the 'captum' package: pip install captum") from exc
+    return LayerGradCam
+
+
+def grad_cam(model: nn.Module, layer: nn.Module, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Raw Grad-CAM maps ``(N, h, w)`` and logits ``(N,)`` of a one-logit model.
+
+    ``model(inputs)`` must return one logit per image, shape ``(N,)``. The model is put in eval
+    mode (dropout/batch-norm statistics frozen, as at prediction time) and left in eval mode;
+    captum removes its hooks before returning, and no parameter gradient is accumulated
+    (captum differentiates with ``torch.autograd.grad`` w.r.t. the layer output only).
+    """
+    model.eval()
+    logits_seen: list[torch.Tensor] = []
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        # Keep the logits of the very forward pass that produced the gradients, so the
+        # probability reported is exactly the one explained (no second forward pass).
+        out = model(x)
+        logits_seen.append(out.detach())
+        return out
+
+    cam_cls = _layer_grad_cam()
+    with _HOOK_LOCK, torch.enable_grad():
+        attribution = cam_cls(forward, layer).attribute(inputs, target=None, relu_attributions=True)
+    return attribution[:, 0].detach(), logits_seen[-1].reshape(-1)
+
+
+def upsample(cam: np.ndarray | torch.Tensor, shape: tuple[int, int]) -> np.ndarray:
+    """Bilinearly resize a (h, w) CAM to ``shape`` and scale it to [0, 1] by its maximum.
+
+    ``align_corners=False`` treats each feature cell as covering an equal tile of the image
+    (the geometry of a strided CNN on a squashed image). Scaling by the maximum, not min-max,
+    keeps 0 meaning "no positive evidence"; an all-zero CAM stays all zero.
+    """
+    t = torch.as_tensor(np.asarray(cam, dtype=np.float32))[None, None]
+    up = F.interpolate(t, size=tuple(int(s) for s in shape), mode="bilinear", align_corners=False)[0, 0]
+    up = up.clamp_min(0.0)
+    top = float(up.max())
+    return (up / top if top > 0 else up).numpy().astype(np.float32)
+
+
+def heatmap_peak(heatmap: np.ndarray) -> tuple[int, int] | None:
+    """(row, col) of the heatmap maximum, or None for an all-zero map.
+
+    Bilinear upsampling of a coarse grid clamps at the borders, so the maximum is often a flat
+    plateau (a whole corner tile at stride 32); ``argmax`` would then return the plateau's
+    top-left pixel, a location biased towards the image corner. The centre of the maximal
+    pixels is the unbiased choice; it equals ``argmax`` when the maximum is unique.
+    """
+    top = float(heatmap.max()) if heatmap.size else 0.0
+    if top <= 0:
+        return None
+    rows, cols = np.nonzero(heatmap >= top * (1.0 - 1e-6))
+    row, col = int(round(rows.mean())), int(round(cols.mean()))
+    if heatmap[row, col] < top * (1.0 - 1e-6):  # a non-convex plateau: fall back to a true max
+        row, col = int(rows[0]), int(cols[0])
+    return row, col
+
+
+def explain_image(predictor: "Predictor", image: np.ndarray, *, layer: nn.Module | None = None) -> Explanation:
+    """Grad-CAM of the abnormal logit for one float [0, 1] (H, W) image from ``read_image``.
+
+    Preprocessing is the predictor's own (the same squash-resize and normalisation as
+    prediction), so the probability matches :meth:`Predictor.predict_image` with the torch
+    backend. The heatmap has the image's shape. ``layer`` overrides the target layer chosen
+    by :func:`~fracturescan.explain.layers.select_cam_layer`.
+    """
+    image = np.asarray(image)
+    if image.ndim != 2:
+        raise ValueError(f"explain_image expects a 2-D grayscale image, got shape {image.shape}")
+    meta = predictor.metadata
+    pixels = torch.from_numpy(predictor.preprocess(image)[None]).to(predictor.device)
+    inputs = normalise(pixels, tuple(meta.mean), tuple(meta.std), int(meta.channels))
+    if layer is None:
+        name, layer = select_cam_layer(predictor.model, predictor.image_size, int(meta.channels))
+    else:
+        name = "cam_layer" if layer is predictor.model.cam_layer else type(layer).__name__
+    cams, logits = grad_cam(predictor.model, layer, inputs)
+    cam = cams[0].float().cpu().numpy()
+    heatmap = upsample(cam, image.shape)
+    logit = float(logits[0])
+    return Explanation(
+        probability=float(torch.sigmoid(torch.tensor(logit))),
+        logit=logit,
+        heatmap=heatmap,
+        model_heatmap=upsample(cam, (predictor.image_size, predictor.image_size)),
+        cam=cam,
+        peak=heatmap_peak(heatmap),
+        layer=name,
+    )

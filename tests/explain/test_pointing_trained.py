@@ -1,0 +1,42 @@
+"""The pointing game on REAL trained phantom models (session fixtures from tests/conftest.py).
+
+A model trained on the true labels must point at the known fracture box; the same network
+trained on shuffled labels must not. Both are scored on the same annotated positive images
+(``score_all_positives``), a paired comparison that does not depend on how many true
+positives the shuffled model happens to have (a model that learned noise has few).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fracturescan.explain import pointing_game
+from fracturescan.inference import Predictor
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> None:
+    torch.set_num_threads(1)
+
+
+def _score(run):
+    predictor = Predictor.from_checkpoint(run.run, device="cpu", backend="torch")
+    return pointing_game(predictor, run.mura, split="valid", progress=False)
+
+
+def test_trained_model_points_at_the_fracture(phantom_run) -> None:
+    result = _score(phantom_run)
+    assert result.n_true_positive >= 10, "too few true positives to judge localisation"
+    assert result.score is not None and result.score >= 0.6
+    # A peak placed at random would hit a (dilated) box this often: the model must beat it by far.
+    assert result.chance is not None and result.score >= result.chance + 0.4
+
+
+def test_shuffled_labels_point_clearly_worse(phantom_run, shuffled_run) -> None:
+    true = _score(phantom_run)
+    shuffled = _score(shuffled_run)
+    assert [c.path for c in true.cases] == [c.path for c in shuffled.cases]  # same images
+    assert shuffled.score_all_positives <= true.score_all_positives - 0.2
