@@ -55,7 +55,8 @@ def test_writes_captioned_overlays_for_files_and_folders(checkpoint: Path, tmp_p
     assert written == ["p1_study1_positive_image1_gradcam.png", "p2_study1_positive_image1_gradcam.png",
                        "single_gradcam.png"]
     figure = Image.open(out / "p2_study1_positive_image1_gradcam.png")
-    assert figure.mode == "RGB" and figure.width == 40 and figure.height > 50  # original + caption
+    # a 40 x 50 image is enlarged to a 512-px long side (410 x 512) so the caption stays legible
+    assert figure.mode == "RGB" and figure.width == 410 and figure.height > 512  # image + caption
     assert "P(abnormal)=" in result.stdout
 
 

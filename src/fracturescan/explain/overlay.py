@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 
 #: Longest side of a written figure; bigger radiographs are shrunk (the heatmap is far coarser).
 MAX_SIDE = 1024
+MIN_SIDE = 512
 DISCLAIMER = "Grad-CAM: explanation aid, not a diagnosis"
 SYNTHETIC_NOTE = "SYNTHETIC phantom model"
 
@@ -93,11 +94,14 @@ def add_caption(rgb: np.ndarray, lines: list[str]) -> Image.Image:
     return canvas
 
 
-def cap_size(image: np.ndarray, heatmap: np.ndarray, max_side: int = MAX_SIDE) -> tuple[np.ndarray, np.ndarray]:
-    """Shrink image and heatmap together so the longer side is at most ``max_side``."""
+def display_size(image: np.ndarray, heatmap: np.ndarray, max_side: int = MAX_SIDE,
+                 min_side: int = MIN_SIDE) -> tuple[np.ndarray, np.ndarray]:
+    """Resize image and heatmap together so the longer side lies in [min_side, max_side]
+    (small images are enlarged so the caption stays legible)."""
     h, w = image.shape[:2]
-    scale = max_side / max(h, w)
-    if scale >= 1:
+    longest = max(h, w)
+    scale = max_side / longest if longest > max_side else (min_side / longest if longest < min_side else 1.0)
+    if scale == 1.0:
         return image, heatmap
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     shrink = lambda a: np.asarray(Image.fromarray(np.asarray(a, np.float32), mode="F").resize(size, Image.Resampling.BILINEAR))  # noqa: E731
@@ -114,8 +118,8 @@ def caption_lines(probability: float, threshold: float, synthetic: bool) -> list
 
 
 def save_figure(path: Path, image: np.ndarray, heatmap: np.ndarray, lines: list[str], alpha: float = 0.4) -> Path:
-    """Write the captioned overlay PNG (longer side capped at :data:`MAX_SIDE`) to ``path``."""
-    small_image, small_heat = cap_size(_grey01(image), heatmap)
+    """Write the captioned overlay PNG (longer side between :data:`MIN_SIDE` and :data:`MAX_SIDE`)."""
+    small_image, small_heat = display_size(_grey01(image), heatmap)
     figure = add_caption(overlay(small_image, small_heat, alpha), lines)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.save(path, format="PNG")

@@ -1,0 +1,122 @@
+"""The Doctor page: upload a study, see probabilities, decision and Grad-CAM, give feedback."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import streamlit as st
+from sqlalchemy import Engine
+
+from fracturescan.store.audit import ImageRecord, ModelRecord, record_analysis, record_feedback
+from fracturescan.store.users import UserInfo
+
+from .service import HEATMAP_CAPTION, INTENDED_USE, Analysis, ModelChoice, analyse_uploads, make_overlay
+
+log = logging.getLogger(__name__)
+
+_RESULT = "doctor_analysis"
+
+
+def model_header(choice: ModelChoice, threshold: float) -> None:
+    """Model name, version, threshold, intended use, and the synthetic-data banner."""
+    meta = choice.metadata
+    if meta.synthetic:
+        st.error("**Synthetic model.** This model was trained on SYNTHETIC phantom images, not "
+                 "real radiographs. Its results mean nothing for real patients.", icon="⚠️")
+    st.caption(f"Model **{choice.model_id}** ({meta.arch}), version {choice.version}, "
+               f"fracturescan {meta.package_version or '?'} · decision threshold **{threshold:.2f}**")
+    with st.expander("Intended use and model card"):
+        st.write(INTENDED_USE)
+        st.markdown(choice.model_card() or "_No model card in this checkpoint._")
+
+
+def _clear_result() -> None:
+    st.session_state.pop(_RESULT, None)
+
+
+def _decision_text(probability: float, threshold: float) -> str:
+    verdict = "ABNORMAL" if probability >= threshold else "normal"
+    sign = "≥" if probability >= threshold else "<"
+    # Enough decimals that p and the threshold never print equal while the sign says "<".
+    digits = 2
+    while digits < 6 and round(probability, digits) == round(threshold, digits):
+        digits += 1
+    return f"{verdict} — p = {probability:.{digits}f} {sign} threshold {threshold:.{digits}f}"
+
+
+def _run_analysis(engine: Engine, user: UserInfo, choice: ModelChoice, predictor: Any,
+                  threshold: float, store_pixels: bool, files: list[Any]) -> None:
+    uploads = [(f.name, f.getvalue()) for f in files]
+    with st.spinner("Analysing…"):
+        analysis, pixels = analyse_uploads(predictor, uploads, threshold, keep_pixels=store_pixels)
+    records = [ImageRecord(i.sha256, i.file_type, i.probability, i.dicom_info, pixels.get(i.sha256))
+               for i in analysis.readable]
+    if records:
+        model = ModelRecord(choice.model_id, choice.version, choice.metadata.sha256,
+                            choice.metadata.synthetic)
+        analysis.audit_id = record_analysis(engine, user, model, threshold, records)
+    st.session_state[_RESULT] = analysis
+
+
+def _show_image(item: Any, analysis: Analysis, show_heatmap: bool, alpha: float) -> None:
+    if item.error:
+        st.error(f"**{item.name}** could not be analysed: {item.error}")
+        return
+    st.markdown(f"**{item.name}** — {_decision_text(item.probability, analysis.threshold)}")
+    if show_heatmap and item.heatmap is not None:
+        st.image(make_overlay(item.display, item.heatmap, alpha), width="stretch")
+        st.caption(HEATMAP_CAPTION)
+    else:
+        st.image(item.display, clamp=True, width="stretch")
+    if item.dicom_info:
+        info = {k: v for k, v in item.dicom_info.items() if v is not None and k != "transfer_syntax"}
+        st.caption("DICOM: " + ", ".join(f"{k} {v}" for k, v in info.items()))
+
+
+def _show_result(engine: Engine, user: UserInfo, analysis: Analysis) -> None:
+    study_p = analysis.study_probability
+    if study_p is None:
+        st.warning("None of the files could be analysed; see the messages below.")
+    else:
+        text = f"Study ({len(analysis.readable)} image(s)): {_decision_text(study_p, analysis.threshold)}"
+        (st.error if study_p >= analysis.threshold else st.success)(text)
+        st.caption(f"Analysed in {analysis.seconds:.1f} s · audit record #{analysis.audit_id}")
+    show = st.toggle("Show heatmap", value=True, disabled=not analysis.heatmaps_available)
+    alpha = st.slider("Heatmap opacity", 0.0, 1.0, 0.4, 0.05, disabled=not show)
+    if not analysis.heatmaps_available:
+        st.info("Heatmaps are unavailable in this installation.")
+    for item in analysis.images:
+        with st.container(border=True):
+            _show_image(item, analysis, show and analysis.heatmaps_available, alpha)
+    if analysis.audit_id is not None:
+        _feedback_form(engine, user, analysis.audit_id)
+
+
+def _feedback_form(engine: Engine, user: UserInfo, audit_id: int) -> None:
+    with st.form("feedback", clear_on_submit=True):
+        st.markdown("**Your reading**")
+        verdict = st.radio("Do you agree with the study decision?", ["Agree", "Disagree"],
+                           horizontal=True)
+        note = st.text_area("Note (optional)", max_chars=4000)
+        sent = st.form_submit_button("Save feedback")
+    if sent:
+        record_feedback(engine, user, audit_id, verdict == "Agree", note)
+        st.success("Feedback saved to the audit trail.")
+
+
+def render(engine: Engine, user: UserInfo, choice: ModelChoice | None, predictor: Any,
+           threshold: float, store_pixels: bool) -> None:
+    """Draw the page. ``choice``/``predictor`` are None when no model is configured."""
+    st.header("Analyse a study")
+    if choice is None or predictor is None:
+        st.error("No model is available. An administrator must configure a models folder.")
+        return
+    model_header(choice, threshold)
+    files = st.file_uploader("Radiographs (PNG, JPEG or DICOM): one image or all views of a study",
+                             accept_multiple_files=True, key="uploads", on_change=_clear_result)
+    if st.button("Analyse images", type="primary", disabled=not files, width="stretch"):
+        _run_analysis(engine, user, choice, predictor, threshold, store_pixels, files)
+    analysis = st.session_state.get(_RESULT)
+    if analysis is not None:
+        _show_result(engine, user, analysis)

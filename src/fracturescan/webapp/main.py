@@ -1,0 +1,151 @@
+"""The Streamlit app: configuration, cached resources, login gate and role-checked routing.
+
+Pages are chosen with the ``page`` query parameter (``?page=users``) so each has its own URL;
+every run re-checks the user's role against the page, so typing an admin URL as a doctor shows
+a refusal, never the page.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import streamlit as st
+from sqlalchemy import Engine
+
+from fracturescan.store import settings, users
+from fracturescan.store.audit import log_event
+from fracturescan.store.db import make_engine
+from fracturescan.store.users import UserInfo
+
+from . import admin, auth, doctor
+from .config import AppConfig
+from .service import ModelChoice, discover_models
+
+log = logging.getLogger("fracturescan.webapp")
+
+
+@dataclass(frozen=True)
+class Page:
+    """A routable page: its title and which roles may open it."""
+
+    title: str
+    roles: frozenset[str]
+
+
+PAGES: dict[str, Page] = {
+    "analyse": Page("Analyse", frozenset({"doctor", "admin"})),
+    "account": Page("My account", frozenset({"doctor", "admin"})),
+    "users": Page("Users", frozenset({"admin"})),
+    "models": Page("Model & settings", frozenset({"admin"})),
+    "audit": Page("Audit log", frozenset({"admin"})),
+}
+ADMIN_PAGES = tuple(k for k, p in PAGES.items() if "doctor" not in p.roles)
+
+
+def _configure_logging() -> None:
+    """Send fracturescan's log (e.g. the one-time admin password) to the server's stderr."""
+    root = logging.getLogger("fracturescan")
+    if not any(getattr(h, "_fracturescan", False) for h in root.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler._fracturescan = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+
+
+@st.cache_resource(show_spinner=False)
+def get_engine(db_url: str) -> Engine:
+    """One engine per process and URL; creates tables and the first admin."""
+    engine = make_engine(db_url)
+    one_time = users.ensure_admin(engine, os.environ.get(users.ADMIN_PASSWORD_ENV))
+    if one_time:
+        # Printed once, to the server log only: whoever started the server is the first admin.
+        log.warning("Created user 'admin' with one-time password: %s (change it at first login)",
+                    one_time)
+    return engine
+
+
+@st.cache_resource(show_spinner="Loading the model…", max_entries=4)
+def get_predictor(path: str, sha256: str) -> Any:
+    """Load a checkpoint once per process (``sha256`` keys the cache to the exact weights)."""
+    from fracturescan.inference import Predictor
+
+    return Predictor.from_checkpoint(path)
+
+
+def active_model(engine: Engine, models: list[ModelChoice]) -> ModelChoice | None:
+    """The admin's chosen model, or the first one found when none was chosen (or it vanished)."""
+    wanted = settings.get_setting(engine, settings.ACTIVE_MODEL)
+    for choice in models:
+        if choice.model_id == wanted:
+            return choice
+    return models[0] if models else None
+
+
+def active_threshold(engine: Engine, choice: ModelChoice) -> float:
+    """The admin's threshold for this model, else the one stored in its checkpoint."""
+    stored = settings.get_setting(engine, settings.threshold_key(choice.metadata.sha256))
+    return float(stored) if stored is not None else float(choice.metadata.threshold)
+
+
+def _navigation(user: UserInfo, current: str) -> None:
+    with st.sidebar:
+        st.markdown(f"Signed in as **{user.username}** ({user.role})")
+        for key, page in PAGES.items():
+            if user.role in page.roles:
+                if st.button(page.title, key=f"nav_{key}", width="stretch",
+                             type="primary" if key == current else "secondary"):
+                    st.query_params["page"] = key
+                    st.rerun()
+        if st.button("Log out", key="logout", width="stretch"):
+            auth.logout("You have been logged out.")
+            st.query_params.clear()
+            st.rerun()
+
+
+def _render_page(key: str, engine: Engine, user: UserInfo, config: AppConfig) -> None:
+    models = discover_models(config.models_dir, config.model_paths)
+    choice = active_model(engine, models)
+    renderers: dict[str, Callable[[], None]] = {
+        "account": lambda: auth.change_password_form(engine, user, forced=False),
+        "users": lambda: admin.render_users(engine, user),
+        "models": lambda: admin.render_models(engine, user, models, choice),
+        "audit": lambda: admin.render_audit(engine, user),
+    }
+    if key in renderers:
+        if key == "account":
+            st.header("My account")
+        renderers[key]()
+        return
+    predictor = get_predictor(str(choice.path), choice.metadata.sha256) if choice else None
+    doctor.render(engine, user, choice, predictor,
+                  active_threshold(engine, choice) if choice else 0.5,
+                  bool(settings.get_setting(engine, settings.STORE_PIXELS, False)))
+
+
+def run(config: AppConfig | None = None) -> None:
+    """Entry point called by the Streamlit script on every rerun."""
+    _configure_logging()
+    st.set_page_config(page_title="fracturescan", page_icon="🦴", layout="centered")
+    config = config or AppConfig.from_env()
+    engine = get_engine(config.db_url)
+    user = auth.current_user(engine, config)
+    if user is None:
+        auth.login_form(engine)
+        return
+    if user.must_change_password:
+        st.title("Choose a password")
+        auth.change_password_form(engine, user, forced=True)
+        return
+    key = st.query_params.get("page", "analyse")
+    _navigation(user, key)
+    page = PAGES.get(key)
+    if page is None or user.role not in page.roles:
+        log_event(engine, user.username, "access_denied", f"page={key[:40]}")
+        st.error("You do not have access to this page.")
+        return
+    _render_page(key, engine, user, config)

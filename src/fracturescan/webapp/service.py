@@ -1,0 +1,203 @@
+"""App logic without Streamlit: model discovery, analysis of uploads, heatmap overlays.
+
+No ML lives here: probabilities come from :class:`~fracturescan.inference.Predictor` and
+heatmaps from :mod:`fracturescan.explain`, through the one adapter :func:`explain_one`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+from PIL import Image
+
+from fracturescan.data.images import read_image, sniff_format
+from fracturescan.errors import FracturescanError
+from fracturescan.models.checkpoint import CARD_FILE, CheckpointMetadata, read_metadata, resolve_checkpoint_dir
+
+log = logging.getLogger(__name__)
+
+#: Longest side of images sent to the browser; larger radiographs are downscaled for display.
+DISPLAY_MAX_SIDE = 768
+INTENDED_USE = (
+    "Second reader to help clinicians spot abnormalities (such as fractures) in musculoskeletal "
+    "radiographs. Not a diagnostic device: every result must be reviewed by a qualified clinician."
+)
+HEATMAP_CAPTION = "Grad-CAM heatmap: an explanation aid showing where the model looked, not a diagnosis."
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """A checkpoint the admin can activate."""
+
+    model_id: str
+    path: Path
+    metadata: CheckpointMetadata
+
+    @property
+    def version(self) -> str:
+        """Version string recorded in the audit trail: weights hash and creation time."""
+        return f"sha256:{self.metadata.sha256[:12]} ({self.metadata.created_at or 'unknown date'})"
+
+    def model_card(self) -> str:
+        """The checkpoint's MODEL_CARD.md text ('' if missing)."""
+        card = self.path / CARD_FILE
+        return card.read_text(encoding="utf-8") if card.is_file() else ""
+
+
+def discover_models(models_dir: Path | None, extra: Sequence[Path] = ()) -> list[ModelChoice]:
+    """Checkpoints among the run directories in ``models_dir`` plus the ``extra`` paths.
+
+    Folders that are not checkpoints are skipped with a warning, so one broken run does not
+    take the app down.
+    """
+    candidates: list[Path] = []
+    if models_dir is not None and models_dir.is_dir():
+        candidates += [models_dir] + sorted(p for p in models_dir.iterdir() if p.is_dir())
+    candidates += list(extra)
+    found: dict[str, ModelChoice] = {}
+    seen: set[Path] = set()
+    for candidate in candidates:
+        try:
+            path = resolve_checkpoint_dir(candidate).resolve()
+            meta = read_metadata(path)
+        except FracturescanError as exc:
+            if candidate != models_dir:
+                log.warning("skipping %s: %s", candidate, exc)
+            continue
+        if path in seen:
+            continue
+        seen.add(path)
+        name = candidate.name if path.name == "best" else path.name
+        model_id = name if name not in found else f"{candidate.parent.name}/{name}"
+        found[model_id] = ModelChoice(model_id, path, meta)
+    return list(found.values())
+
+
+@dataclass
+class AnalysedImage:
+    """One upload after analysis; ``error`` holds the reader's message when it failed."""
+
+    name: str
+    sha256: str
+    file_type: str
+    probability: float | None = None
+    display: np.ndarray | None = None
+    heatmap: np.ndarray | None = None
+    dicom_info: dict[str, Any] | None = None
+    error: str | None = None
+
+
+@dataclass
+class Analysis:
+    """A study analysed with one model at one threshold."""
+
+    images: list[AnalysedImage]
+    threshold: float
+    seconds: float
+    audit_id: int | None = None
+    heatmaps_available: bool = True
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def readable(self) -> list[AnalysedImage]:
+        """Images that were read and scored."""
+        return [i for i in self.images if i.probability is not None]
+
+    @property
+    def study_probability(self) -> float | None:
+        """Mean of the readable images' probabilities (MURA's study rule)."""
+        probs = [i.probability for i in self.readable]
+        return float(np.mean(probs)) if probs else None
+
+
+def _explain_api() -> tuple[Callable[..., Any], Callable[..., Any]] | None:
+    """The Grad-CAM functions of :mod:`fracturescan.explain`, or None if not available."""
+    try:
+        from fracturescan.explain import explain_image, overlay
+    except ImportError:
+        return None
+    return explain_image, overlay
+
+
+def explain_one(predictor: Any, image: np.ndarray) -> tuple[float, np.ndarray | None]:
+    """THE adapter to the explain API: (probability, heatmap in [0,1] at image size or None)."""
+    api = _explain_api()
+    if api is None:
+        pixels = predictor.preprocess(image)
+        return float(predictor.probabilities(pixels[None])[0]), None
+    explanation = api[0](predictor, image)
+    return float(explanation.probability), np.asarray(explanation.heatmap, dtype=np.float32)
+
+
+def make_overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float) -> np.ndarray:
+    """uint8 RGB overlay of ``heatmap`` on ``image`` at opacity ``alpha`` (explain's colours)."""
+    api = _explain_api()
+    if api is None:
+        raise RuntimeError("heatmaps need fracturescan.explain")
+    return np.asarray(api[1](image, heatmap, alpha))
+
+
+def _downscale(array: np.ndarray, max_side: int = DISPLAY_MAX_SIDE) -> np.ndarray:
+    """Shrink a float (H, W) array so its longer side is at most ``max_side``."""
+    h, w = array.shape[:2]
+    scale = max_side / max(h, w)
+    if scale >= 1:
+        return array.astype(np.float32, copy=False)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return np.asarray(Image.fromarray(array.astype(np.float32), mode="F").resize(size, Image.BILINEAR))
+
+
+def to_png(image: np.ndarray) -> bytes:
+    """8-bit grayscale PNG of a float [0,1] image (decoded pixels only, no file metadata)."""
+    buffer = io.BytesIO()
+    Image.fromarray((np.clip(image, 0, 1) * 255).round().astype(np.uint8), mode="L").save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def _dicom_info(data: bytes) -> dict[str, Any] | None:
+    """Non-identifying DICOM fields (never names, IDs, dates); None if they cannot be read."""
+    from fracturescan.data.dicom import dicom_metadata_safe, load_dataset
+
+    try:
+        return dicom_metadata_safe(load_dataset(data, pixels=False, force=True))
+    except FracturescanError:
+        return None
+
+
+def analyse_uploads(predictor: Any, uploads: Sequence[tuple[str, bytes]], threshold: float,
+                    keep_pixels: bool = False) -> tuple[Analysis, dict[str, bytes]]:
+    """Read, score and explain each upload; unreadable files get the reader's message.
+
+    Returns the analysis and, when ``keep_pixels``, {sha256: PNG of the decoded pixels}.
+    """
+    start = time.perf_counter()
+    images, stored = [], {}
+    heatmaps = _explain_api() is not None
+    for name, data in uploads:
+        digest = hashlib.sha256(data).hexdigest()
+        kind = sniff_format(data) or ("dicom" if name.lower().endswith((".dcm", ".dicom")) else "unknown")
+        item = AnalysedImage(name=name, sha256=digest, file_type=kind)
+        images.append(item)
+        try:
+            image = read_image(data, name=name)
+            item.probability, heatmap = explain_one(predictor, image)
+        except FracturescanError as exc:
+            item.error = str(exc)
+            log.info("upload %s… could not be analysed: %s", digest[:12], type(exc).__name__)
+            continue
+        item.display = _downscale(image)
+        item.heatmap = None if heatmap is None else np.clip(_downscale(heatmap), 0, 1)
+        if kind == "dicom":
+            item.dicom_info = _dicom_info(data)
+        if keep_pixels:
+            stored[digest] = to_png(image)
+    analysis = Analysis(images, threshold, time.perf_counter() - start, heatmaps_available=heatmaps)
+    log.info("analysed %d upload(s) in %.2f s", len(images), analysis.seconds)
+    return analysis, stored
