@@ -31,25 +31,6 @@ __all__ = [
     "validate_threshold",
 ]
 
-#: Keys of the dict returned by :func:`binary_metrics`, in display order.
-METRIC_KEYS: tuple[str, ...] = (
-    "n",
-    "n_positive",
-    "tp",
-    "fp",
-    "tn",
-    "fn",
-    "accuracy",
-    "auc",
-    "average_precision",
-    "precision",
-    "recall",
-    "specificity",
-    "f1",
-    "kappa",
-    "brier",
-)
-
 #: The scalar (non-count) metrics, the ones that get confidence intervals.
 SCALAR_METRICS: tuple[str, ...] = (
     "accuracy",
@@ -62,6 +43,9 @@ SCALAR_METRICS: tuple[str, ...] = (
     "kappa",
     "brier",
 )
+
+#: Keys of the dict returned by :func:`binary_metrics`, in display order.
+METRIC_KEYS: tuple[str, ...] = ("n", "n_positive", "tp", "fp", "tn", "fn") + SCALAR_METRICS
 
 
 def validate_binary_inputs(y_true: ArrayLike, y_prob: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
