@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
 import torch
@@ -21,6 +21,9 @@ from .data.images import DEFAULT_MAX_PIXELS, read_image, resize_square
 from .data.transforms import normalise
 from .errors import FracturescanError, ImageReadError
 from .models.checkpoint import load_checkpoint, resolve_checkpoint_dir
+
+if TYPE_CHECKING:
+    from .export import OnnxModel
 
 log = logging.getLogger(__name__)
 
@@ -106,17 +109,29 @@ def collect_inputs(paths: Iterable[Path | str]) -> list[tuple[str, Path]]:
 class Predictor:
     """A loaded model plus its preprocessing and decision threshold."""
 
-    def __init__(self, model: torch.nn.Module, metadata, device: torch.device) -> None:
+    def __init__(self, model: torch.nn.Module, metadata, device: torch.device, onnx_model: "OnnxModel | None" = None) -> None:
         self.model = model.to(device).eval()
         self.metadata = metadata
         self.device = device
+        # The torch model stays loaded either way: Grad-CAM needs its gradients.
+        self.onnx_model = onnx_model
+        #: "onnx" (ONNX Runtime computes probabilities) or "torch".
+        self.backend = "torch" if onnx_model is None else "onnx"
 
     @classmethod
-    def from_checkpoint(cls, path: Path | str, device: str = "auto") -> "Predictor":
-        """Load a checkpoint directory (or a run directory holding ``best/``)."""
+    def from_checkpoint(cls, path: Path | str, device: str = "auto", backend: str = "auto") -> "Predictor":
+        """Load a checkpoint directory (or a run directory holding ``best/``).
+
+        ``backend``: ``auto`` uses ONNX Runtime on the CPU when the checkpoint holds a verified
+        ``model.onnx`` and onnxruntime is installed, else torch; ``torch`` forces torch; ``onnx``
+        forces ONNX Runtime (see :func:`fracturescan.export.select_onnx_model`).
+        """
+        from .export import select_onnx_model
+
         dev = resolve_device(device)
-        model, metadata = load_checkpoint(resolve_checkpoint_dir(Path(path)), map_location=dev)
-        return cls(model, metadata, dev)
+        directory = resolve_checkpoint_dir(Path(path))
+        model, metadata = load_checkpoint(directory, map_location=dev)
+        return cls(model, metadata, dev, select_onnx_model(directory, backend, dev))
 
     @property
     def threshold(self) -> float:
@@ -134,6 +149,9 @@ class Predictor:
 
     def probabilities(self, pixels: np.ndarray, batch_size: int = 32) -> np.ndarray:
         """Probabilities for preprocessed uint8 (N, size, size) images."""
+        if self.onnx_model is not None:
+            return self.onnx_model.probabilities(pixels, tuple(self.metadata.mean), tuple(self.metadata.std),
+                                                 batch_size=batch_size)
         return predict_pixels(
             self.model, pixels, mean=tuple(self.metadata.mean), std=tuple(self.metadata.std),
             device=self.device, batch_size=batch_size,

@@ -100,6 +100,7 @@ def train(
     cache_dir: Optional[str] = typer.Option(None, "--cache-dir", help="Preprocessed image cache folder."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML file with any of these options."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last epoch."),
+    nproc: int = typer.Option(1, "--nproc", help="Processes for DistributedDataParallel (one per GPU)."),
 ) -> None:
     """Train a classifier; writes config, history, TensorBoard logs and the best checkpoint."""
     from ..config import load_config
@@ -115,12 +116,31 @@ def train(
     if resume and out and (out / "config.yaml").is_file() and config is None:
         config = out / "config.yaml"
     cfg = load_config(config, overrides)
+    if nproc > 1:
+        raise typer.Exit(_launch_distributed(cfg, nproc, resume))
     result = run_training(cfg, resume=resume)
+    if result is None:  # a non-zero rank under torchrun: rank 0 reports
+        return
     typer.echo(
         f"Trained {result.epochs_run} epochs; best checkpoint: {result.best_dir}; "
         f"threshold {result.threshold:.3f} (chosen on the patient-level hold-out)"
     )
     output.echo_holdout(result.holdout_metrics)
+
+
+def _launch_distributed(cfg: Any, nproc: int, resume: bool) -> int:
+    """Re-run this training under torch.distributed.run with ``nproc`` processes."""
+    import subprocess
+    import tempfile
+
+    from ..config import save_config
+
+    with tempfile.TemporaryDirectory() as tmp:
+        config_file = Path(tmp) / "config.yaml"
+        save_config(cfg, config_file)
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+               "-m", "fracturescan.train", "--config", str(config_file)] + (["--resume"] if resume else [])
+        return subprocess.call(cmd)
 
 
 @command()

@@ -1,0 +1,167 @@
+"""Inference latency: torch eager (the baseline) against ONNX Runtime, end to end.
+
+One PNG file → decode → resize → normalise → model → probability, timed with
+``Predictor.predict_image`` exactly as the CLI, app and API call it; then the throughput of a
+16-image folder through ``Predictor.predict_paths``. Torch and ONNX Runtime runs are interleaved
+so load from other processes hits both alike; figures are reported as ratios against torch.
+
+The model is a random-init DenseNet121 (weights do not change the cost) saved into a temporary
+checkpoint and exported with ``fracturescan.export``; the images are synthetic phantoms.
+
+    python benchmarks/inference_latency.py               # DenseNet121, 224 px, 50 runs
+    python benchmarks/inference_latency.py --runs 100 --threads 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from fracturescan.data.synth import generate_mura_phantoms
+from fracturescan.export import export_onnx
+from fracturescan.inference import Predictor
+from fracturescan.models import build_model, save_checkpoint
+
+
+def parse_args() -> argparse.Namespace:
+    """Command-line options."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--arch", default="densenet121")
+    p.add_argument("--image-size", type=int, default=224, help="model input side")
+    p.add_argument("--source-size", type=int, default=512, help="height of the phantom PNGs")
+    p.add_argument("--runs", type=int, default=50, help="timed single-image runs per backend")
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--batch", type=int, default=16, help="images per batch for throughput")
+    p.add_argument("--batch-runs", type=int, default=5, help="timed batches per backend")
+    p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
+                   help="intra-op threads for both backends (default: all usable cores)")
+    return p.parse_args()
+
+
+def machine() -> dict[str, str]:
+    """CPU model, cores, library versions, load: what a reader needs to compare numbers."""
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import onnxruntime
+
+    return {
+        "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "cpu": cpu, "cores": f"{len(os.sched_getaffinity(0))} usable of {os.cpu_count()}",
+        "python": platform.python_version(), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
+        "load average at end": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+    }
+
+
+def make_inputs(root: Path, args: argparse.Namespace) -> tuple[Path, list[Path]]:
+    """A random-init checkpoint exported to ONNX, and ``--batch`` phantom PNG files."""
+    torch.manual_seed(0)
+    model = build_model(args.arch, weights="none")
+    ckpt = save_checkpoint(root / "ckpt", model, {"input_size": args.image_size})
+    export_onnx(ckpt)
+    studies = max(2, args.batch)  # phantom studies hold 1–4 images each: always enough
+    generate_mura_phantoms(root / "phantoms", studies, args.source_size, seed=0)
+    pngs = sorted((root / "phantoms").rglob("*.png"))[: args.batch]
+    return ckpt, pngs
+
+
+def interleaved(fns: dict[str, Callable[[], object]], runs: int, warmup: int) -> dict[str, list[float]]:
+    """Seconds per call of each function, calls alternating between them."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(runs):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def gradcam_fn(predictor: Predictor, png: Path) -> Callable[[], object] | None:
+    """One image end to end with its Grad-CAM heatmap (torch only), or None if unavailable."""
+    try:
+        from fracturescan.explain import explain_image
+    except ImportError:  # explain not present, or its optional dependency (captum) missing
+        return None
+    from fracturescan.data.images import read_image
+
+    # explain_image also returns the probability, so this replaces (not adds to) predict_image.
+    return lambda: explain_image(predictor, read_image(png))
+
+
+def pct(values: list[float], q: float) -> float:
+    """The q-th percentile in milliseconds."""
+    return float(np.percentile(values, q)) * 1000.0
+
+
+def main() -> None:
+    """Run the benchmark and print the table."""
+    args = parse_args()
+    args.load_at_start = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    logging.basicConfig(level=logging.WARNING)
+    torch.set_num_threads(args.threads)  # ORT's intra-op pool follows torch's thread count
+    with tempfile.TemporaryDirectory(prefix="fs-latency-") as tmp:
+        ckpt, pngs = make_inputs(Path(tmp), args)
+        eager = Predictor.from_checkpoint(ckpt, device="cpu", backend="torch")
+        fast = Predictor.from_checkpoint(ckpt, device="cpu")
+        assert fast.backend == "onnx", "the ONNX export was not picked up"
+        one = pngs[0]
+        single = interleaved({"torch": lambda: eager.predict_image(one), "onnx": lambda: fast.predict_image(one)},
+                             args.runs, args.warmup)
+        batch = interleaved(
+            {"torch": lambda: eager.predict_paths(pngs, batch_size=args.batch, progress=False),
+             "onnx": lambda: fast.predict_paths(pngs, batch_size=args.batch, progress=False)},
+            args.batch_runs, 1)
+        cam = gradcam_fn(eager, one)
+        cam_times = interleaved({"torch+cam": cam}, args.runs, args.warmup)["torch+cam"] if cam else None
+        report(args, single, batch, cam_times, len(pngs))
+
+
+def report(args: argparse.Namespace, single: dict[str, list[float]], batch: dict[str, list[float]],
+           cam: list[float] | None, n_batch: int) -> None:
+    """Print the machine and the results table (ratios against torch eager)."""
+    print(f"{'load average at start':>26}: {args.load_at_start}")
+    for key, value in machine().items():
+        print(f"{key:>26}: {value}")
+    print(f"{'model':>26}: {args.arch} (random init) at {args.image_size} px, "
+          f"{args.threads} threads, PNG {args.source_size} px phantom")
+    base_p50 = pct(single["torch"], 50)
+    base_ips = n_batch / statistics.median(batch["torch"])
+    rows = [("path", "p50 ms", "p95 ms", f"batch {n_batch} img/s", "p50 speed-up vs torch")]
+    for name in ("torch", "onnx"):
+        ips = n_batch / statistics.median(batch[name])
+        rows.append((f"{name} (1 image, {args.runs} runs)", f"{pct(single[name], 50):.1f}",
+                     f"{pct(single[name], 95):.1f}", f"{ips:.1f} ({ips / base_ips:.2f}x)",
+                     f"{base_p50 / pct(single[name], 50):.2f}x"))
+    if cam is not None:
+        rows.append(("torch + Grad-CAM", f"{pct(cam, 50):.1f}", f"{pct(cam, 95):.1f}", "-",
+                     f"{base_p50 / pct(cam, 50):.2f}x"))
+    else:
+        rows.append(("torch + Grad-CAM", "n/a", "n/a", "-", "fracturescan.explain unavailable"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for i, row in enumerate(rows):
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)))
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+if __name__ == "__main__":
+    main()
