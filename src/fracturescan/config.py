@@ -42,6 +42,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     amp: bool = True
+    compile: bool = False  # torch.compile the model (worth it on GPU for long runs)
     cache_dir: str | None = None
     max_train_images: int | None = None
     augment: AugmentConfig = field(default_factory=AugmentConfig)

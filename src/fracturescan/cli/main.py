@@ -101,6 +101,7 @@ def train(
     config: Optional[Path] = typer.Option(None, "--config", help="YAML file with any of these options."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last epoch."),
     nproc: int = typer.Option(1, "--nproc", help="Processes for DistributedDataParallel (one per GPU)."),
+    compile_model: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the model."),
 ) -> None:
     """Train a classifier; writes config, history, TensorBoard logs and the best checkpoint."""
     from ..config import load_config
@@ -111,7 +112,7 @@ def train(
         "arch": arch, "weights": weights, "epochs": epochs, "batch_size": batch_size,
         "image_size": image_size, "lr": lr, "device": device, "seed": seed,
         "max_train_images": max_train_images, "threshold_method": threshold_method,
-        "target_sensitivity": target_sensitivity, "cache_dir": cache_dir,
+        "target_sensitivity": target_sensitivity, "cache_dir": cache_dir, "compile": compile_model,
     }
     if resume and out and (out / "config.yaml").is_file() and config is None:
         config = out / "config.yaml"
@@ -167,11 +168,12 @@ def predict(
     csv_out: Optional[Path] = typer.Option(None, "--csv", help="Write per-image results as CSV."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write image and study results as JSON."),
     device: str = typer.Option("auto", help="auto, cpu, cuda."),
+    backend: str = typer.Option("auto", help="auto (ONNX Runtime when exported, on CPU), torch or onnx."),
 ) -> None:
     """Per-image and per-study probability of abnormality and decision."""
     from ..inference import Predictor
 
-    predictor = Predictor.from_checkpoint(model, device=device)
+    predictor = Predictor.from_checkpoint(model, device=device, backend=backend)
     images, studies = predictor.predict_paths(paths)
     output.echo_predictions(predictor, images, studies)
     if csv_out:

@@ -144,7 +144,7 @@ def _train_epoch(model, opt, data: _Data, cfg: TrainConfig, weights, device, epo
     bar = tqdm(batches(mine, cfg.batch_size), desc=f"epoch {epoch}", unit="batch", leave=False,
                disable=not ctx.is_main)
     # DDP's join lets ranks with one batch fewer finish without hanging the others.
-    with Join([model]) if ctx.enabled else contextlib.nullcontext():
+    with Join([getattr(model, "_orig_mod", model)]) if ctx.enabled else contextlib.nullcontext():
         for batch_no, idx in enumerate(bar):
             idx = idx.to(device)
             x = normalise(augment_batch(data.x_train[idx], cfg.augment, gen))
@@ -233,6 +233,8 @@ def _train(cfg: TrainConfig, resume: bool, run_dir: Path, state_path: Path, devi
     net = model  # the bare module: validation and checkpoints use it
     if ctx.enabled:
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile:
+        model = torch.compile(model)  # compiled after DDP wrapping, as DDP's docs recommend
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     mode = "min" if cfg.monitor == "val_loss" else "max"
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode=mode, factor=cfg.lr_factor,
