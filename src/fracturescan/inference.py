@@ -89,20 +89,23 @@ def collect_inputs(paths: Iterable[Path | str]) -> list[tuple[str, Path]]:
     """Expand files and folders into (study_id, image path) pairs.
 
     A file given directly is its own study; inside a folder (searched recursively) images that
-    share a parent folder form one study, as in MURA's ``studyK_*`` folders.
+    share a parent folder form one study, as in MURA's ``studyK_*`` folders. A path that is not a
+    folder is kept even if it cannot be opened (missing, a symlink loop): the reader then records
+    why, so one bad path never stops the rest of a batch.
     """
     pairs: list[tuple[str, Path]] = []
     for raw in paths:
         path = Path(raw).expanduser()
-        if path.is_file():
-            pairs.append((str(path), path))
-        elif path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*")
+                           if p.suffix.lower() in IMAGE_SUFFIXES and (p.is_file() or p.is_symlink()))
             if not found:
-                raise ImageReadError(f"No PNG, JPEG or DICOM images found in folder {path}.")
+                log.warning("No PNG, JPEG or DICOM images found in folder %s", path)
             pairs.extend((str(p.parent), p) for p in found)
         else:
-            raise ImageReadError(f"{path} does not exist.")
+            pairs.append((str(path), path))
+    if not pairs:
+        raise ImageReadError("No PNG, JPEG or DICOM images found in the given paths.")
     return pairs
 
 
@@ -178,7 +181,7 @@ class Predictor:
                     readable.append((study_id, path))
                 except FracturescanError as exc:
                     failed[path] = str(exc)
-                    log.warning("Skipped %s: %s", path, exc)
+                    log.info("Skipped %s: %s", path, exc)  # reported in the results, not an alarm
             probs = self.probabilities(np.stack(arrays)) if arrays else np.empty(0)
             by_path = {path: float(p) for (_, path), p in zip(readable, probs)}
             for study_id, path in chunk:

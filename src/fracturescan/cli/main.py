@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import logging
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -42,14 +43,25 @@ def command(name: str | None = None) -> Callable[[Callable[..., Any]], Callable[
     return register
 
 
+#: Long-running commands report progress at INFO; the others stay quiet unless something is wrong,
+#: so a user error prints exactly one line.
+_CHATTY = frozenset({"train", "evaluate", "synth", "export", "app"})
+
+
 @app.callback()
-def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-        stream=sys.stderr,
-    )
+def _root(ctx: typer.Context,
+          verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")) -> None:
+    level = logging.DEBUG if verbose else (logging.INFO if ctx.invoked_subcommand in _CHATTY else logging.WARNING)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S", stream=sys.stderr, force=True)
+    logging.captureWarnings(True)  # library warnings go through logging, at the same level
+    if not verbose:
+        # pydicom narrates every oddity of a malformed file (and resets its own logger's level on
+        # import); our reader's error already says what matters, and pydicom's text may quote
+        # file content. A handler filter and a warnings filter keep it quiet.
+        warnings.filterwarnings("ignore", module=r"pydicom(\.|$)")
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(lambda r: r.levelno >= logging.ERROR or not r.name.startswith("pydicom"))
 
 
 @command()
@@ -181,7 +193,7 @@ def predict(
     if json_out:
         output.write_predictions_json(json_out, predictor, images, studies)
     if all(i.error for i in images):
-        raise FracturescanError("None of the given images could be read.")
+        raise FracturescanError(f"None of the {len(images)} given images could be read; first: {images[0].error}")
 
 
 @command()

@@ -20,7 +20,7 @@ from ..errors import DatasetError
 from .records import ImageRecord
 
 IMAGE_SUFFIXES: frozenset[str] = frozenset(
-    {".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".tif", ".tiff", ".bmp"}
+    {".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".tif", ".tiff", ".bmp", ".webp"}
 )
 _LABEL_WORDS: dict[str, int] = {
     "0": 0,

@@ -18,8 +18,10 @@ Decisions (documented once, here):
   Float images containing NaN or infinity are **refused** (ImageReadError), not sanitised: such
   values mean the file is not a radiograph as exported for viewing.
 * Multi-page/animated files give their first page; the EXIF orientation is applied.
-* Size is checked from the header before pixel data is decoded (``max_pixels``).  Pillow's own
-  decompression-bomb guard (``PIL.Image.MAX_IMAGE_PIXELS``) still applies; its error is
+* Size is checked from the header before pixel data is decoded (``max_pixels``), and a JPEG
+  declaring more than 2,048 pixels per byte of file is refused as truncated: a complete JPEG
+  cannot be that small, and libjpeg would otherwise pad the missing data with gray.
+* Pillow's own decompression-bomb guard (``PIL.Image.MAX_IMAGE_PIXELS``) still applies; its error is
   translated into an ImageReadError; between ``MAX_IMAGE_PIXELS`` (~89 M) and ``max_pixels``
   Pillow emits a ``DecompressionBombWarning`` that we leave alone (silencing it would touch the
   process-wide, non-thread-safe warning filters).
@@ -48,6 +50,8 @@ ACCEPTED_TYPES: str = "PNG, JPEG, TIFF, BMP, WebP or DICOM"
 
 _DICOM_SUFFIXES = (".dcm", ".dicom")
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+#: Upper bound on pixels per byte of a complete JPEG (1 bit per 8x8 block = 512, x4 margin).
+_JPEG_MAX_PIXELS_PER_BYTE = 2048
 _PILLOW_FORMATS = {"png": "PNG", "jpeg": "JPEG", "tiff": "TIFF", "bmp": "BMP", "webp": "WEBP"}
 
 
@@ -136,6 +140,8 @@ def _read_with_pillow(data: bytes, kind: str, label: str, max_pixels: int) -> np
     try:
         with Image.open(io.BytesIO(data), formats=[_PILLOW_FORMATS[kind]]) as img:
             _check_size(img.width, img.height, max_pixels, label)
+            if kind == "jpeg":
+                _check_jpeg_density(img.width * img.height, len(data), label)
             img.load()
             img = ImageOps.exif_transpose(img)
             return _to_gray_float(img, label)
@@ -172,29 +178,56 @@ def _check_size(width: int, height: int, max_pixels: int, label: str) -> None:
         )
 
 
+def _check_jpeg_density(pixels: int, n_bytes: int, label: str) -> None:
+    """Refuse a JPEG far too small for the size it declares.
+
+    Every 8x8 block costs at least one bit, so a complete JPEG holds >= pixels / 512 bytes.
+    libjpeg silently fills a stream that ends early (at an EOI marker) with gray, so without
+    this check a 700-byte file declaring 26 megapixels "decodes" to a gray picture, using
+    seconds and hundreds of MB on the way.  The factor 4 margin keeps every real image.
+    """
+    if pixels > _JPEG_MAX_PIXELS_PER_BYTE * n_bytes:
+        raise ImageReadError(
+            f"{label} is a corrupt or truncated JPEG file: it declares {pixels:,} pixels but "
+            f"holds only {n_bytes:,} bytes; re-export or re-upload the image"
+        )
+
+
 def _to_gray_float(img: Image.Image, label: str) -> np.ndarray:
-    """Any Pillow mode -> float32 (H, W) luminance in [0, 1]."""
+    """Any Pillow mode -> float32 (H, W) luminance in [0, 1].
+
+    8- and 16-bit data are converted in float32, in place where possible: a float64 pipeline
+    needed ~40 bytes per pixel (a 26-megapixel colour JPEG took 1 GB and 2.5 s), float32 needs
+    about 12, which keeps a maximum-size image affordable for the web app.
+    """
     mode = img.mode
     if mode.startswith("I;16"):
-        gray = np.asarray(img, dtype=np.float64) / 65535.0
+        gray = np.asarray(img, dtype=np.float32) / np.float32(65535.0)
     elif mode == "I":
         gray = _scale_wide(np.asarray(img, dtype=np.float64), 65535.0, label)
     elif mode == "F":
         gray = _scale_wide(np.asarray(img, dtype=np.float64), 1.0, label)
     elif mode in ("L", "1"):
-        gray = np.asarray(img.convert("L"), dtype=np.float64) / 255.0
+        gray = np.asarray(img.convert("L"), dtype=np.float32) / np.float32(255.0)
     else:
         gray = _colour_to_luma(img)
-    return np.clip(gray, 0.0, 1.0).astype(np.float32)
+    gray = gray.astype(np.float32, copy=False)
+    return np.clip(gray, 0.0, 1.0, out=gray)
 
 
 def _colour_to_luma(img: Image.Image) -> np.ndarray:
-    """RGB/RGBA/LA/palette/CMYK/... -> luminance, transparency composited on black."""
+    """RGB/RGBA/LA/palette/CMYK/... -> float32 luminance, transparency composited on black."""
     has_alpha = "A" in img.getbands() or "transparency" in img.info
-    rgba = np.asarray(img.convert("RGBA" if has_alpha else "RGB"), dtype=np.float64) / 255.0
-    luma = rgba[..., :3] @ np.asarray(LUMA_WEIGHTS)
+    rgba = np.asarray(img.convert("RGBA" if has_alpha else "RGB"))
+    luma = np.zeros(rgba.shape[:2], dtype=np.float32)
+    term = np.empty_like(luma)
+    # One channel at a time into a reused buffer: no (H, W, 3) float array is ever built.
+    for channel, weight in enumerate(LUMA_WEIGHTS):
+        np.multiply(rgba[..., channel], np.float32(weight / 255.0), out=term)
+        luma += term
     if has_alpha:
-        luma = luma * rgba[..., 3]
+        np.multiply(rgba[..., 3], np.float32(1.0 / 255.0), out=term)
+        luma *= term
     return luma
 
 

@@ -142,12 +142,26 @@ def resolve_checkpoint_dir(path: Path | str) -> Path:
     """
     path = Path(path)
     for candidate in (path, path / "best"):
+        _recover_interrupted_swap(candidate)
         if (candidate / METADATA_FILE).is_file():
             return candidate
     raise CheckpointError(
         f"{path} is not a fracturescan checkpoint: no {METADATA_FILE} in it or in {path / 'best'}. "
         "Pass a checkpoint directory or a training run directory."
     )
+
+
+def _recover_interrupted_swap(target: Path) -> None:
+    """Put back a checkpoint that :func:`_swap_into_place` moved aside when the process died
+    before the new one was renamed in (``target`` missing, ``.<name>.old-*`` present)."""
+    if target.exists() or not target.parent.is_dir():
+        return
+    moved = sorted(target.parent.glob(f".{target.name}.old-*"), key=lambda p: p.stat().st_mtime)
+    for old in reversed(moved):  # the newest complete one
+        if (old / METADATA_FILE).is_file():
+            os.replace(old, target)
+            logger.warning("restored %s from %s after an interrupted save", target, old.name)
+            return
 
 
 def read_metadata(directory: Path | str) -> CheckpointMetadata:

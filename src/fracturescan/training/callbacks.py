@@ -65,5 +65,8 @@ def write_history(path: Path, rows: list[dict[str, float]]) -> None:
 def atomic_torch_save(obj: Any, path: Path) -> None:
     """torch.save to a temporary file, then rename, so a crash never leaves half a file."""
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
