@@ -221,6 +221,7 @@ def app_command(
     db: str = typer.Option("sqlite:///fracturescan-app.db", "--db", help="SQLAlchemy database URL (SQLite file or PostgreSQL)."),
     host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0 for the network)."),
     port: int = typer.Option(8501, help="Port to listen on."),
+    max_upload_mb: float = typer.Option(50.0, "--max-upload-mb", help="Largest upload accepted, per file, in MB."),
 ) -> None:
     """Start the clinical web app (Streamlit) with Doctor/Admin roles and an audit trail."""
     import os
@@ -238,9 +239,12 @@ def app_command(
         raise FracturescanError("Give --models DIR (a folder of training runs) or --model PATH.")
     if models is not None and not models.is_dir():
         raise FracturescanError(f"--models {models} is not a folder.")
-    config = AppConfig(db_url=db, models_dir=models, model_paths=tuple(model or ()))
+    config = AppConfig(db_url=db, models_dir=models, model_paths=tuple(model or ()),
+                       max_upload_mb=max_upload_mb)
+    # Streamlit drops oversized uploads itself; the app checks the exact limit again.
     command_line = [sys.executable, "-m", "streamlit", "run", str(APP_SCRIPT),
                     "--server.address", host, "--server.port", str(port),
+                    "--server.maxUploadSize", str(config.streamlit_max_upload_mb),
                     "--server.headless", "true", "--browser.gatherUsageStats", "false",
                     "--server.fileWatcherType", "none", "--client.toolbarMode", "viewer"]
     typer.echo(f"fracturescan app on http://{host}:{port} (database {db.split('@')[-1]})")

@@ -1,9 +1,20 @@
-"""Login, session expiry and the forced password change, on top of :mod:`fracturescan.store`."""
+"""Login, session expiry and the forced password change, on top of :mod:`fracturescan.store`.
+
+The session keeps no role and trusts no user id it cannot verify: it holds a record (user id,
+session version, login and last-seen times) sealed with an HMAC under a key that exists only
+in the server process. Whoever edits ``st.session_state`` (a bug, an extension, a crafted
+widget value) cannot turn it into someone else's session; the role and the account's state are
+re-read from the database on every run.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
+import secrets
 from datetime import datetime, timedelta
+from typing import Any
 
 import streamlit as st
 from sqlalchemy import Engine
@@ -18,7 +29,31 @@ from .config import AppConfig
 
 log = logging.getLogger(__name__)
 
-_USER, _LOGIN_AT, _LAST_SEEN, _NOTICE = "auth_user", "auth_login_at", "auth_last_seen", "auth_notice"
+_SESSION, _NOTICE = "auth_session", "auth_notice"
+#: Per-process secret: a server restart ends every session, which is what Streamlit does anyway.
+_SEAL_KEY = secrets.token_bytes(32)
+
+
+def _mac(user_id: int, version: int, login_at: datetime, last_seen: datetime) -> str:
+    message = f"{user_id}|{version}|{login_at.isoformat()}|{last_seen.isoformat()}".encode()
+    return hmac.new(_SEAL_KEY, message, hashlib.sha256).hexdigest()
+
+
+def _seal(user_id: int, version: int, login_at: datetime, last_seen: datetime) -> None:
+    """Store the (signed) session record of ``user_id``."""
+    st.session_state[_SESSION] = {"user_id": user_id, "session_version": version,
+                                  "login_at": login_at, "last_seen": last_seen,
+                                  "mac": _mac(user_id, version, login_at, last_seen)}
+
+
+def _unseal(record: Any) -> dict[str, Any] | None:
+    """The session record if its seal is intact, else None (edited, forged or malformed)."""
+    try:
+        expected = _mac(int(record["user_id"]), int(record["session_version"]),
+                        record["login_at"], record["last_seen"])
+        return record if hmac.compare_digest(expected, str(record["mac"])) else None
+    except (TypeError, KeyError, ValueError, AttributeError):
+        return None
 
 
 def logout(notice: str | None = None) -> None:
@@ -29,11 +64,11 @@ def logout(notice: str | None = None) -> None:
         st.session_state[_NOTICE] = notice
 
 
-def _expired(config: AppConfig, now: datetime) -> str | None:
+def _expired(config: AppConfig, record: dict[str, Any], now: datetime) -> str | None:
     """The reason the current session has expired, or None."""
-    if now - st.session_state[_LAST_SEEN] > timedelta(minutes=config.idle_minutes):
+    if now - record["last_seen"] > timedelta(minutes=config.idle_minutes):
         return "Your session expired after inactivity; please log in again."
-    if now - st.session_state[_LOGIN_AT] > timedelta(hours=config.max_hours):
+    if now - record["login_at"] > timedelta(hours=config.max_hours):
         return "Your session reached its maximum length; please log in again."
     return None
 
@@ -42,24 +77,29 @@ def current_user(engine: Engine, config: AppConfig) -> UserInfo | None:
     """The logged-in user, re-checked against the database on every run (every action).
 
     A user disabled, demoted, given a new password or deleted since login is logged out here,
-    as is a session idle or open for too long.
+    as is a session idle or open for too long, or one whose record was tampered with.
     """
-    session_user: UserInfo | None = st.session_state.get(_USER)
-    if session_user is None:
+    stored = st.session_state.get(_SESSION)
+    if stored is None:
+        return None
+    record = _unseal(stored)
+    if record is None:
+        log_event(engine, "unknown", "session_tampered", "session record failed verification")
+        logout("Your session could not be verified; please log in again.")
         return None
     now = utcnow()
-    fresh = users.get_user(engine, session_user.id)
-    reason = _expired(config, now)
+    fresh = users.get_user(engine, record["user_id"])
+    reason = _expired(config, record, now)
     if fresh is None or not fresh.active:
         reason = "Your account has been disabled; ask an administrator."
-    elif fresh.session_version != session_user.session_version:
+    elif fresh.session_version != record["session_version"]:
         reason = "Your account was changed by an administrator; please log in again."
     if reason:
-        log_event(engine, session_user.username, "session_ended", reason)
+        log_event(engine, fresh.username if fresh else f"user #{record['user_id']}",
+                  "session_ended", reason)
         logout(reason)
         return None
-    st.session_state[_LAST_SEEN] = now
-    st.session_state[_USER] = fresh
+    _seal(fresh.id, fresh.session_version, record["login_at"], now)
     return fresh
 
 
@@ -83,7 +123,7 @@ def login_form(engine: Engine) -> None:
         st.error(str(exc))
         return
     now = utcnow()
-    st.session_state.update({_USER: user, _LOGIN_AT: now, _LAST_SEEN: now})
+    _seal(user.id, user.session_version, now, now)
     st.rerun()
 
 
@@ -114,7 +154,9 @@ def change_password_form(engine: Engine, user: UserInfo, *, forced: bool) -> Non
         return
     # The change bumps the session version: adopt it so this session stays logged in.
     fresh = users.get_user(engine, user.id)
-    st.session_state[_USER] = fresh
+    record = _unseal(st.session_state.get(_SESSION)) or {}
+    now = utcnow()
+    _seal(user.id, fresh.session_version if fresh else -1, record.get("login_at", now), now)
     st.success("Password changed.")
     if forced:
         st.rerun()

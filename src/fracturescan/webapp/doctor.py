@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import streamlit as st
@@ -46,10 +47,11 @@ def _decision_text(probability: float, threshold: float) -> str:
 
 
 def _run_analysis(engine: Engine, user: UserInfo, choice: ModelChoice, predictor: Any,
-                  threshold: float, store_pixels: bool, files: list[Any]) -> None:
+                  threshold: float, store_pixels: bool, files: list[Any], max_upload_mb: float) -> None:
     uploads = [(f.name, f.getvalue()) for f in files]
     with st.spinner("Analysing…"):
-        analysis, pixels = analyse_uploads(predictor, uploads, threshold, keep_pixels=store_pixels)
+        analysis, pixels = analyse_uploads(predictor, uploads, threshold, keep_pixels=store_pixels,
+                                           max_bytes=int(max_upload_mb * 1_000_000))
     records = [ImageRecord(i.sha256, i.file_type, i.probability, i.dicom_info, pixels.get(i.sha256))
                for i in analysis.readable]
     if records:
@@ -106,17 +108,23 @@ def _feedback_form(engine: Engine, user: UserInfo, audit_id: int) -> None:
 
 
 def render(engine: Engine, user: UserInfo, choice: ModelChoice | None, predictor: Any,
-           threshold: float, store_pixels: bool) -> None:
-    """Draw the page. ``choice``/``predictor`` are None when no model is configured."""
+           threshold: float, store_pixels: bool, *, max_upload_mb: float = 50.0) -> None:
+    """Draw the page. ``choice``/``predictor`` are None when no model is configured.
+
+    ``max_upload_mb`` is the per-file limit: the uploader refuses bigger files in the browser,
+    and :func:`~fracturescan.webapp.service.analyse_uploads` refuses them again on the server.
+    """
     st.header("Analyse a study")
     if choice is None or predictor is None:
         st.error("No model is available. An administrator must configure a models folder.")
         return
     model_header(choice, threshold)
     files = st.file_uploader("Radiographs (PNG, JPEG or DICOM): one image or all views of a study",
-                             accept_multiple_files=True, key="uploads", on_change=_clear_result)
+                             accept_multiple_files=True, key="uploads", on_change=_clear_result,
+                             help=f"At most {max_upload_mb:g} MB per file.",
+                             max_upload_size=max(1, math.ceil(max_upload_mb)))
     if st.button("Analyse images", type="primary", disabled=not files, width="stretch"):
-        _run_analysis(engine, user, choice, predictor, threshold, store_pixels, files)
+        _run_analysis(engine, user, choice, predictor, threshold, store_pixels, files, max_upload_mb)
     analysis = st.session_state.get(_RESULT)
     if analysis is not None:
         _show_result(engine, user, analysis)

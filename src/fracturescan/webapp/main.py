@@ -54,7 +54,8 @@ def _configure_logging() -> None:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         handler._fracturescan = True  # type: ignore[attr-defined]
         root.addHandler(handler)
-        root.setLevel(logging.INFO)
+        if root.level == logging.NOTSET:  # keep a level someone chose (e.g. DEBUG) as it is
+            root.setLevel(logging.INFO)
 
 
 @st.cache_resource(show_spinner=False)
@@ -124,7 +125,8 @@ def _render_page(key: str, engine: Engine, user: UserInfo, config: AppConfig) ->
     predictor = get_predictor(str(choice.path), choice.metadata.sha256) if choice else None
     doctor.render(engine, user, choice, predictor,
                   active_threshold(engine, choice) if choice else 0.5,
-                  bool(settings.get_setting(engine, settings.STORE_PIXELS, False)))
+                  bool(settings.get_setting(engine, settings.STORE_PIXELS, False)),
+                  max_upload_mb=config.max_upload_mb)
 
 
 def run(config: AppConfig | None = None) -> None:

@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from fracturescan.data.images import read_image, sniff_format
-from fracturescan.errors import FracturescanError
+from fracturescan.errors import FracturescanError, ImageReadError
 from fracturescan.models.checkpoint import CARD_FILE, CheckpointMetadata, read_metadata, resolve_checkpoint_dir
 
 log = logging.getLogger(__name__)
@@ -171,16 +171,35 @@ def _dicom_info(data: bytes) -> dict[str, Any] | None:
         return None
 
 
+def check_upload_size(name: str, size: int, max_bytes: int | None) -> None:
+    """Raise :class:`ImageReadError` when an upload of ``size`` bytes exceeds ``max_bytes``."""
+    if max_bytes is not None and size > max_bytes:
+        raise ImageReadError(
+            f"{name} is {size / 1e6:.1f} MB, more than the {max_bytes / 1e6:g} MB limit per file; "
+            "upload a smaller export (e.g. one image per file, or a compressed DICOM) or ask an "
+            "administrator to raise the limit."
+        )
+
+
 def analyse_uploads(predictor: Any, uploads: Sequence[tuple[str, bytes]], threshold: float,
-                    keep_pixels: bool = False) -> tuple[Analysis, dict[str, bytes]]:
+                    keep_pixels: bool = False,
+                    max_bytes: int | None = None) -> tuple[Analysis, dict[str, bytes]]:
     """Read, score and explain each upload; unreadable files get the reader's message.
 
+    Files larger than ``max_bytes`` are refused before anything else looks at them.
     Returns the analysis and, when ``keep_pixels``, {sha256: PNG of the decoded pixels}.
     """
     start = time.perf_counter()
     images, stored = [], {}
     heatmaps = _explain_api() is not None
     for name, data in uploads:
+        try:
+            check_upload_size(name, len(data), max_bytes)
+        except ImageReadError as exc:
+            # No hash, no sniffing, no decoding: an oversized file costs nothing more.
+            images.append(AnalysedImage(name=name, sha256="", file_type="too large", error=str(exc)))
+            log.info("upload refused: %d bytes over the %d-byte limit", len(data), max_bytes)
+            continue
         digest = hashlib.sha256(data).hexdigest()
         kind = sniff_format(data) or ("dicom" if name.lower().endswith((".dcm", ".dicom")) else "unknown")
         item = AnalysedImage(name=name, sha256=digest, file_type=kind)
