@@ -1,0 +1,34 @@
+"""The benchmarks run end to end at a tiny size (CI proves they work; numbers are not asserted)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run(script: str, *args: str) -> str:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def test_train_throughput_smoke() -> None:
+    out = _run("train_throughput.py", "--device", "cpu", "--arch", "resnet18", "--image-size", "32",
+               "--images", "32", "--steps", "2", "--warmup", "1", "--batch-size", "8", "--workers", "1",
+               "--threads", "1")
+    assert "naive" in out and "fast" in out
+
+
+def test_inference_latency_smoke() -> None:
+    pytest.importorskip("onnxruntime")
+    out = _run("inference_latency.py", "--arch", "resnet18", "--image-size", "32", "--source-size", "64",
+               "--runs", "3", "--warmup", "1", "--batch", "4", "--batch-runs", "1", "--threads", "1")
+    assert "torch" in out.lower() and "onnx" in out.lower()
