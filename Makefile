@@ -10,7 +10,6 @@ CLI := $(VENV)/bin/fracturescan
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 DEMO ?= demo
 DEMO_STUDIES ?= 320
-DEMO_EPOCHS ?= 12
 
 .PHONY: setup demo test clean-demo
 
@@ -27,9 +26,9 @@ demo: setup
 	rm -rf $(DEMO)
 	@echo "== 1/4 synth: SYNTHETIC wrist phantoms in MURA v1.1 layout"
 	time $(CLI) synth --out $(DEMO)/data --studies $(DEMO_STUDIES) --size 128 --seed 0
-	@echo "== 2/4 train: DenseNet121 from scratch (offline: no ImageNet weights needed) at 64 px"
-	time $(CLI) train --data $(DEMO)/data --out $(DEMO)/run --weights none --image-size 64 \
-		--epochs $(DEMO_EPOCHS) --lr 1e-3 --cache-dir $(DEMO)/cache
+	@echo "== 2/4 train: DenseNet121 from scratch (offline: no ImageNet weights) at 64 px, configs/phantom.yaml"
+	time $(CLI) train --config configs/phantom.yaml --data $(DEMO)/data --out $(DEMO)/run \
+		--cache-dir $(DEMO)/cache
 	@echo "== 3/4 evaluate on the valid split (MURA's test set)"
 	time $(CLI) evaluate $(DEMO)/run --split valid
 	@echo "== 4/4 predict one valid study folder"

@@ -80,7 +80,8 @@ class PhantomRun:
     run: Path
 
 
-PHANTOM_TRAIN = dict(arch="densenet121", weights="none", image_size=64, epochs=14, lr=1e-3, seed=0)
+#: The phantom recipe shipped in configs/phantom.yaml (the one `make demo` uses).
+PHANTOM_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "phantom.yaml"
 
 
 @pytest.fixture(scope="session")
@@ -94,10 +95,10 @@ def phantom_mura(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _train(data: Path, out: Path, cache: Path) -> Path:
-    from fracturescan.config import TrainConfig
+    from fracturescan.config import load_config
     from fracturescan.training.loop import train
 
-    train(TrainConfig(data=str(data), out=str(out), cache_dir=str(cache), **PHANTOM_TRAIN))
+    train(load_config(PHANTOM_CONFIG, {"data": str(data), "out": str(out), "cache_dir": str(cache), "seed": 0}))
     return out
 
 
