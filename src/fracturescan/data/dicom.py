@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
+from fracturescan.data.limits import DEFAULT_MAX_PIXELS, check_pixel_count
 from fracturescan.errors import ImageReadError, MissingExtraError, UnsupportedImageError
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -225,7 +226,7 @@ def _technical_fields(ds: Dataset) -> dict[str, str | int | None]:
 def read_dicom(
     data: bytes | Path,
     *,
-    max_pixels: int = 100_000_000,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
     name: str | None = None,
     force: bool = False,
 ) -> np.ndarray:
@@ -285,13 +286,7 @@ def _check_decodable(ds: Dataset, label: str, max_pixels: int) -> None:
         rows, cols = int(ds.Rows), int(ds.Columns)
     except (AttributeError, TypeError, ValueError) as exc:
         raise ImageReadError(f"{label} has pixel data but no valid Rows/Columns") from exc
-    if rows <= 0 or cols <= 0:
-        raise ImageReadError(f"{label} declares an empty image ({cols}x{rows})")
-    if rows * cols > max_pixels:
-        raise ImageReadError(
-            f"{label} is too large: {cols}x{rows} = {rows * cols:,} pixels exceeds the limit "
-            f"of {max_pixels:,} pixels (max_pixels)"
-        )
+    check_pixel_count(cols, rows, max_pixels, label)
     _ensure_transfer_syntax(ds)
     uid = ds.file_meta.TransferSyntaxUID
     if not uid.is_transfer_syntax:

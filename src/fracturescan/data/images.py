@@ -38,12 +38,12 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from fracturescan.data.dicom import LUMA_WEIGHTS
+from fracturescan.data.limits import DEFAULT_MAX_PIXELS, check_pixel_count
 from fracturescan.errors import FracturescanError, ImageReadError, UnsupportedImageError
 
 logger = logging.getLogger(__name__)
 
 #: Default ceiling on width x height; larger images are refused before decoding.
-DEFAULT_MAX_PIXELS: int = 100_000_000
 
 #: Human-readable list used in error messages.
 ACCEPTED_TYPES: str = "PNG, JPEG, TIFF, BMP, WebP or DICOM"
@@ -136,10 +136,10 @@ def _read_with_pillow(data: bytes, kind: str, label: str, max_pixels: int) -> np
     if kind == "png":
         # The PNG header is trivial to read: checking it first keeps the message uniform even
         # for sizes that Pillow's own bomb guard would refuse with its own wording.
-        _check_size(*_png_size(data, label), max_pixels, label)
+        check_pixel_count(*_png_size(data, label), max_pixels, label)
     try:
         with Image.open(io.BytesIO(data), formats=[_PILLOW_FORMATS[kind]]) as img:
-            _check_size(img.width, img.height, max_pixels, label)
+            check_pixel_count(img.width, img.height, max_pixels, label)
             if kind == "jpeg":
                 _check_jpeg_density(img.width * img.height, len(data), label)
             img.load()
@@ -165,17 +165,6 @@ def _png_size(data: bytes, label: str) -> tuple[int, int]:
         raise ImageReadError(f"{label} is a corrupt or truncated PNG file (no IHDR header)")
     width, height = struct.unpack(">II", data[16:24])
     return width, height
-
-
-def _check_size(width: int, height: int, max_pixels: int, label: str) -> None:
-    """Refuse empty images and images over ``max_pixels``."""
-    if width <= 0 or height <= 0:
-        raise ImageReadError(f"{label} declares an empty image ({width}x{height})")
-    if width * height > max_pixels:
-        raise ImageReadError(
-            f"{label} is too large: {width}x{height} = {width * height:,} pixels exceeds the "
-            f"limit of {max_pixels:,} pixels (max_pixels); downscale it first"
-        )
 
 
 def _check_jpeg_density(pixels: int, n_bytes: int, label: str) -> None:
