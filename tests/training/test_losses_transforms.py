@@ -88,3 +88,20 @@ def test_contrast_and_brightness_statistics() -> None:
     ratio = out.std((1, 2)) / src.std((1, 2))
     assert shift.abs().max() <= 0.1 + 1e-4 and shift.std() > 0.02
     assert ratio.min() >= 0.7 - 1e-3 and ratio.max() <= 1.3 + 1e-3
+
+
+def test_random_erasing_blanks_one_rectangle_per_image() -> None:
+    rng = np.random.default_rng(1)
+    px = torch.from_numpy(rng.integers(0, 256, (32, 40, 40), dtype=np.uint8))
+    base = AugmentConfig(hflip=0, rotation=0, brightness=0, contrast=0, erase=0.0)
+    plain = augment_batch(px, base, torch.Generator().manual_seed(3))[:, 0]
+    erased = augment_batch(px, AugmentConfig(hflip=0, rotation=0, brightness=0, contrast=0, erase=1.0),
+                           torch.Generator().manual_seed(3))[:, 0]
+    assert torch.allclose(plain, px.float() / 255, atol=1e-5)  # erase=0 leaves images alone
+    for before, after in zip(plain, erased):
+        changed = (before - after).abs() > 1e-6
+        ys, xs = torch.nonzero(changed, as_tuple=True)
+        top, bottom, left, right = ys.min(), ys.max(), xs.min(), xs.max()
+        box = after[top : bottom + 1, left : right + 1]
+        assert torch.allclose(box, box[0, 0].expand_as(box))  # one constant-filled rectangle
+        assert 0.01 <= box.numel() / after.numel() <= 0.21

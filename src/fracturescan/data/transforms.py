@@ -21,12 +21,14 @@ IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 @dataclass(frozen=True)
 class AugmentConfig:
     """Training augmentation: horizontal flip probability, rotation range (± degrees), brightness
-    shift (± fraction of full scale) and contrast factor range (1 ± contrast)."""
+    shift (± fraction of full scale), contrast factor range (1 ± contrast), and the probability of
+    random erasing (one rectangle of 2–20% of the image filled with a random grey level)."""
 
     hflip: float = 0.5
     rotation: float = 15.0
     brightness: float = 0.2
     contrast: float = 0.2
+    erase: float = 0.0  # probability of blanking one random rectangle (random erasing)
 
 
 def normalise(
@@ -69,4 +71,22 @@ def augment_batch(pixels: torch.Tensor, cfg: AugmentConfig, generator: torch.Gen
     contrast = uniform(1 - cfg.contrast, 1 + cfg.contrast).view(n, 1, 1, 1)
     brightness = uniform(-cfg.brightness, cfg.brightness).view(n, 1, 1, 1)
     mean = x.mean(dim=(2, 3), keepdim=True)
-    return ((x - mean) * contrast + mean + brightness).clamp_(0.0, 1.0)
+    x = ((x - mean) * contrast + mean + brightness).clamp_(0.0, 1.0)
+    return _random_erase(x, cfg.erase, generator) if cfg.erase > 0 else x
+
+
+def _random_erase(x: torch.Tensor, p: float, generator: torch.Generator | None) -> torch.Tensor:
+    """Blank one random rectangle per selected image (batched, no Python loop over images)."""
+    n, _, h, w = x.shape
+    draw = lambda: torch.rand(n, generator=generator)  # noqa: E731
+    chosen, area, log_aspect, cy, cx, fill = draw() < p, 0.02 + 0.18 * draw(), (draw() * 2 - 1) * 1.2, draw(), draw(), draw()
+    aspect = torch.exp(log_aspect)
+    rh = (torch.sqrt(area * aspect) * h).clamp(1, h)
+    rw = (torch.sqrt(area / aspect) * w).clamp(1, w)
+    top, left = cy * (h - rh), cx * (w - rw)
+    rows = torch.arange(h).view(1, h, 1)
+    cols = torch.arange(w).view(1, 1, w)
+    inside = ((rows >= top.view(n, 1, 1)) & (rows < (top + rh).view(n, 1, 1))
+              & (cols >= left.view(n, 1, 1)) & (cols < (left + rw).view(n, 1, 1)) & chosen.view(n, 1, 1))
+    inside = inside.unsqueeze(1).to(x.device)
+    return torch.where(inside, fill.view(n, 1, 1, 1).to(x.device, x.dtype), x)
