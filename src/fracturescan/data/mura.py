@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import logging
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -248,8 +247,3 @@ def summarise(records: list[ImageRecord]) -> list[CountRow]:
             )
         )
     return rows
-
-
-def label_counts(records: list[ImageRecord]) -> Counter[int]:
-    """Number of images per label."""
-    return Counter(r.label for r in records)

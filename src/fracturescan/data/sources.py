@@ -48,7 +48,7 @@ def open_dataset(path: Path, body_parts: str | list[str] | None = "XR_WRIST") ->
         train = generic.load_csv(path, "train")
         valid = [r for r in generic.load_csv(path, "valid") if r.split == "valid"]
         train = [r for r in train if r.split != "valid"]
-        return DataIndex(path, "csv", tuple(train), tuple(valid), _synthetic(path.parent))
+        return DataIndex(path, "csv", tuple(train), tuple(valid), is_synthetic(path.parent))
     if mura.is_mura_root(path):
         root = mura.find_mura_root(path)
         splits = {
@@ -56,16 +56,17 @@ def open_dataset(path: Path, body_parts: str | list[str] | None = "XR_WRIST") ->
             for s in mura.SPLITS
             if (root / f"{s}_image_paths.csv").is_file()
         }
-        return DataIndex(root, "mura", splits.get("train", ()), splits.get("valid", ()), _synthetic(root))
+        return DataIndex(root, "mura", splits.get("train", ()), splits.get("valid", ()), is_synthetic(root))
     if (path / "train").is_dir():
         valid = generic.load_folder(path / "valid", "valid") if (path / "valid").is_dir() else []
         train = generic.load_folder(path / "train", "train")
-        return DataIndex(path, "folder", tuple(train), tuple(valid), _synthetic(path))
-    return DataIndex(path, "folder", tuple(generic.load_folder(path, "train")), (), _synthetic(path))
+        return DataIndex(path, "folder", tuple(train), tuple(valid), is_synthetic(path))
+    return DataIndex(path, "folder", tuple(generic.load_folder(path, "train")), (), is_synthetic(path))
 
 
-def _synthetic(root: Path) -> bool:
-    return (root / SYNTHETIC_MARKER).is_file()
+def is_synthetic(root: Path) -> bool:
+    """True if ``root`` holds the generated phantoms (its ``SYNTHETIC.txt`` exists)."""
+    return (Path(root) / SYNTHETIC_MARKER).is_file()
 
 
 def fingerprint_records(records: list[ImageRecord] | tuple[ImageRecord, ...], extra: str = "") -> str:

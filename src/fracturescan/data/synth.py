@@ -20,12 +20,13 @@ from tqdm import tqdm
 from ..errors import ConfigError
 from .phantom import VIEWS, render_wrist, sample_anatomy
 from .records import BODY_PARTS
+from .sources import SYNTHETIC_MARKER as MARKER_FILE
+from .sources import is_synthetic as synthetic_marker
 
 log = logging.getLogger(__name__)
 
 #: Bumped whenever the rendering changes, so data sets can be told apart.
 GENERATOR_VERSION = "1"
-MARKER_FILE = "SYNTHETIC.txt"
 _PREFIX = "MURA-v1.1"
 _VIEW_PROBS = (0.1, 0.35, 0.4, 0.15)  # chance of 1, 2, 3, 4 views in a study
 _STUDY_PROBS = (0.55, 0.3, 0.15)  # chance of 1, 2, 3 studies per patient
@@ -59,11 +60,6 @@ class _Study:
     number: int
     label: int
     index: int  # global study index: seeds the study's own random stream
-
-
-def synthetic_marker(root: Path) -> bool:
-    """True if ``root`` holds a phantom data set (its ``SYNTHETIC.txt`` exists)."""
-    return (Path(root) / MARKER_FILE).is_file()
 
 
 def _validate(studies: int, size: int, valid_fraction: float, positive_fraction: float,

@@ -41,15 +41,6 @@ DEFAULT_MARGIN = 0.05
 Box = tuple[int, int, int, int]
 
 
-def _data_root(data: Path) -> Path:
-    from ..data.mura import find_mura_root, is_mura_root
-
-    data = Path(data).expanduser()
-    if data.is_file():
-        return data.parent
-    return find_mura_root(data) if is_mura_root(data) else data
-
-
 def read_annotations(root: Path) -> dict[Path, Box]:
     """Fracture boxes from ``root/annotations.csv``, keyed by the image's resolved path.
 
@@ -153,7 +144,8 @@ def pointing_game(predictor: "Predictor", data: Path, split: str = "valid", marg
         DatasetError: no ``annotations.csv``, unknown split, or no annotated positive image in it.
     """
     index = open_dataset(Path(data), "all")
-    boxes = read_annotations(_data_root(data))
+    # annotations.csv sits at the data-set root (beside the CSV for a CSV data set)
+    boxes = read_annotations(index.root.parent if index.kind == "csv" else index.root)
     positives = [r for r in index.split(split) if r.label == 1 and r.path.resolve() in boxes]
     if not positives:
         raise DatasetError(f"No positive image of split {split!r} in {data} has a box in {ANNOTATIONS_FILE}.")
