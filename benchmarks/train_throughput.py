@@ -4,19 +4,22 @@
   and run torchvision transforms (resize, flip, rotation, brightness/contrast), fp32, batch 32.
 * **fast** — what ``fracturescan train`` does: the preprocessed uint8 cache held as one tensor
   on the device, batched augmentation there (:func:`fracturescan.data.transforms.augment_batch`),
-  bf16 autocast and channels_last on CUDA (fp32, same code path, on CPU); optionally
-  ``torch.compile``.
+  bf16 autocast and channels_last on CUDA (fp32, same code path, on CPU), the loop's own
+  :class:`fracturescan.training.step.TrainStep` (class-weighted BCE, Adam, loss read back every
+  ``GPU_SYNC_EVERY`` steps on a GPU); optionally under ``torch.compile`` (``--compile``) or with
+  the whole step captured in a CUDA graph (``--cuda-graph``).
 
 Same model (random-init, same seed), same phantom PNGs, same augmentation ranges, both sampling
 with replacement. Images/s count every timed step from input to optimiser step; each step reads
 the loss back to the host as the training loop does. Warm-up steps (worker start-up, cuDNN
-autotuning, compilation) are not timed; the one-off cache build is reported separately.
+autotuning, compilation, graph capture) are not timed; the one-off cache build is reported
+separately. The naive path reads its loss back every step, as the original recipe's loop did.
 
     # CPU smoke run (what CI does; < 1 min on 2 cores)
     python benchmarks/train_throughput.py --device cpu --image-size 64 --images 64 --steps 2 --batch-size 16
     # GPU run (see RESULTS.md)
     python benchmarks/train_throughput.py --device cuda --image-size 224 --images 2048 --steps 30 \\
-        --batch-size 32 --fast-batch-sizes 32,128,256
+        --batch-size 32 --fast-batch-sizes 32,128,256 --cuda-graph --compile
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from fracturescan.data.synth import generate_mura_phantoms
 from fracturescan.data.transforms import IMAGENET_MEAN, IMAGENET_STD, AugmentConfig, augment_batch, normalise
 from fracturescan.inference import resolve_device
 from fracturescan.models import build_model
+from fracturescan.training.step import GPU_SYNC_EVERY, GRAPH_WARMUP_STEPS, TrainStep, make_optimizer
 
 #: MURA v1.1 XR_WRIST training images: the epoch the per-epoch times are quoted for.
 MURA_WRIST_TRAIN = 9752
@@ -69,6 +73,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=min(8, len(os.sched_getaffinity(0))),
                    help="DataLoader workers of the naive path")
     p.add_argument("--compile", action="store_true", help="also time the fast path under torch.compile")
+    p.add_argument("--cuda-graph", action="store_true",
+                   help="also time the fast path with the whole step captured in a CUDA graph (CUDA only)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch intra-op threads of the main process (default: torch's choice); "
                         "1 is steadier on a small CPU shared with other jobs")
@@ -145,27 +151,44 @@ def fast_batches(pixels: torch.Tensor, labels: torch.Tensor, batch: int, device:
         yield x, labels[idx]
 
 
-def time_training(model: torch.nn.Module, batches: Iterator, steps: int, warmup: int,
-                  device: torch.device, amp: bool) -> float:
-    """Images per second over ``steps`` timed steps (input included), after ``warmup`` steps."""
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    model.train()
+def time_training(step: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], batches: Iterator, steps: int,
+                  warmup: int, device: torch.device, sync_every: int) -> float:
+    """Images per second over ``steps`` timed steps (input included), after ``warmup`` steps;
+    the loss is read back to the host every ``sync_every`` steps."""
     seen, t0 = 0, 0.0
     for i in range(warmup + steps):
         if i == warmup:
             _sync(device)
             t0, seen = time.perf_counter(), 0
         x, y = next(batches)
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
-            logits = model(x)
-        loss = F.binary_cross_entropy_with_logits(logits.float(), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        loss.item()  # the training loop reads every loss back (and checks it is finite)
+        loss = step(x, y)
+        if (i + 1) % sync_every == 0:
+            loss.item()
         seen += len(x)
     _sync(device)
     return seen / (time.perf_counter() - t0)
+
+
+def naive_step(model: torch.nn.Module) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The original recipe's step: fp32, plain BCE, Adam lr 1e-4."""
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    model.train()
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        loss = F.binary_cross_entropy_with_logits(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss.detach()
+
+    return step
+
+
+def fast_step(model: torch.nn.Module, device: torch.device, cuda_graph: bool) -> TrainStep:
+    """The training loop's step (bf16 on CUDA), with equal class weights."""
+    model.train()
+    opt = make_optimizer(model, 1e-4, 0.0, cuda_graph)
+    return TrainStep(model, opt, (0.5, 0.5), device, amp=device.type == "cuda", cuda_graph=cuda_graph)
 
 
 def _sync(device: torch.device) -> None:
@@ -204,21 +227,28 @@ def run(args: argparse.Namespace, root: Path) -> tuple[list[tuple[str, int, floa
     steps, warm, bs = args.steps, args.warmup, args.batch_size
     batches = naive_batches(records, args.image_size, bs, steps + warm, args.workers, device, args.seed)
     rows.append(("naive: PIL DataLoader, fp32", bs,
-                 time_training(fresh_model(args.arch, args.seed, device, False), batches, steps, warm, device, False)))
+                 time_training(naive_step(fresh_model(args.arch, args.seed, device, False)), batches, steps, warm,
+                               device, 1)))
     t0 = time.perf_counter()
     cache = build_cache(records, args.image_size, root / "cache", desc="caching")
     cache_s = time.perf_counter() - t0
     pixels = torch.from_numpy(np.array(cache.pixels)).to(device)
     labels = torch.from_numpy(cache.labels).to(device)
-    amp = device.type == "cuda"
-    label = "fast: cache on device" + (", bf16, channels_last" if amp else ", fp32")
-    variants: list[tuple[str, Callable[[torch.nn.Module], torch.nn.Module]]] = [(label, lambda m: m)]
+    label = "fast: cache on device" + (", bf16, channels_last" if device.type == "cuda" else ", fp32")
+    # (name, model wrapper, capture the step in a CUDA graph)
+    variants: list[tuple[str, Callable[[torch.nn.Module], torch.nn.Module], bool]] = [(label, lambda m: m, False)]
     if args.compile:
-        variants.append((label + ", torch.compile", torch.compile))
-    for name, wrap in variants:
+        variants.append((label + ", torch.compile", torch.compile, False))
+    if args.cuda_graph:
+        variants.append((label + ", CUDA graph", lambda m: m, True))
+    sync_every = GPU_SYNC_EVERY if device.type == "cuda" else 1
+    for name, wrap, graph in variants:
         for fb in fast_sizes(args, device):
-            model = wrap(fresh_model(args.arch, args.seed, device, True))
-            ips = time_training(model, fast_batches(pixels, labels, fb, device, args.seed), steps, warm, device, amp)
+            step = fast_step(wrap(fresh_model(args.arch, args.seed, device, True)), device, graph)
+            # A graph is captured after its eager warm-up steps: keep capture out of the timing.
+            warm_up = max(warm, GRAPH_WARMUP_STEPS + 2) if graph else warm
+            ips = time_training(step, fast_batches(pixels, labels, fb, device, args.seed), steps, warm_up, device,
+                                sync_every)
             rows.append((name, fb, ips))
     return rows, cache_s
 
@@ -255,6 +285,8 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.cuda_graph and resolve_device(args.device).type != "cuda":
+        raise SystemExit("error: --cuda-graph needs a CUDA device (pass --device cuda on a GPU machine).")
     if resolve_device(args.device).type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest kernels
     with tempfile.TemporaryDirectory(prefix="fs-train-bench-") as tmp:

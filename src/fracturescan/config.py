@@ -43,6 +43,7 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = True
     compile: bool = False  # torch.compile the model (worth it on GPU for long runs)
+    cuda_graph: bool = False  # capture the whole training step in a CUDA graph (CUDA, one process)
     cache_dir: str | None = None
     max_train_images: int | None = None
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -57,6 +58,7 @@ class TrainConfig:
             (0.0 < self.holdout_fraction < 1.0, "holdout_fraction must be in (0, 1)"),
             (self.monitor in ("val_loss", "val_auc", "val_study_auc"), "monitor must be val_loss, val_auc or val_study_auc"),
             (self.threshold_method in ("f1", "youden", "sensitivity"), "threshold_method must be f1, youden or sensitivity"),
+            (not (self.cuda_graph and self.compile), "cuda_graph and compile are alternatives; choose one"),
             (self.threshold_method != "sensitivity" or self.target_sensitivity is not None,
              "threshold_method 'sensitivity' needs target_sensitivity"),
         ]

@@ -105,3 +105,51 @@ def test_random_erasing_blanks_one_rectangle_per_image() -> None:
         box = after[top : bottom + 1, left : right + 1]
         assert torch.allclose(box, box[0, 0].expand_as(box))  # one constant-filled rectangle
         assert 0.01 <= box.numel() / after.numel() <= 0.21
+
+
+def _spot_centre(img: torch.Tensor) -> tuple[float, float]:
+    """Intensity-weighted centre (row, col) of a 2-D image."""
+    h, w = img.shape
+    total = float(img.sum())
+    rows = float((img.sum(1) * torch.arange(h)).sum()) / total
+    cols = float((img.sum(0) * torch.arange(w)).sum()) / total
+    return rows, cols
+
+
+def test_translation_moves_content_within_range() -> None:
+    # A centred square must move by at most translate x side along each axis, and actually move.
+    px = torch.zeros((64, 41, 41), dtype=torch.uint8)
+    px[:, 16:25, 16:25] = 255
+    cfg = AugmentConfig(hflip=0.0, rotation=0.0, brightness=0.0, contrast=0.0, translate=0.1)
+    out = augment_batch(px, cfg, torch.Generator().manual_seed(3))
+    shifts = [(r - 20, c - 20) for r, c in (_spot_centre(out[i, 0]) for i in range(64))]
+    assert max(max(abs(dr), abs(dc)) for dr, dc in shifts) <= 0.1 * 41 + 0.5
+    assert max(abs(dc) for _, dc in shifts) > 0.05 * 41  # the range is used, not just jitter
+    assert max(abs(dr) for dr, _ in shifts) > 0.05 * 41
+    # A pure shift keeps the square's size (interior pixels stay fully bright).
+    areas = (out[:, 0] > 0.5).sum(dim=(1, 2)).float()
+    assert torch.all((areas >= 64) & (areas <= 100))
+
+
+def test_zoom_scales_area_within_range() -> None:
+    px = torch.zeros((64, 65, 65), dtype=torch.uint8)
+    px[:, 22:43, 22:43] = 255  # 21 x 21 square at the centre
+    cfg = AugmentConfig(hflip=0.0, rotation=0.0, brightness=0.0, contrast=0.0, scale=0.2)
+    out = augment_batch(px, cfg, torch.Generator().manual_seed(5))
+    side = torch.sqrt(out[:, 0].sum(dim=(1, 2)))  # total intensity = area of the (blurred) square
+    ratio = side / 21.0
+    assert float(ratio.min()) >= 0.8 - 0.03 and float(ratio.max()) <= 1.2 + 0.03
+    assert float(ratio.max() - ratio.min()) > 0.2  # zooms both in and out
+    for i in range(64):  # zoom is about the centre: the square stays centred
+        r, c = _spot_centre(out[i, 0])
+        assert abs(r - 32) < 0.6 and abs(c - 32) < 0.6
+
+
+def test_shift_and_zoom_off_leave_the_random_stream_unchanged() -> None:
+    # Old configurations (no translate/scale) must reproduce their augmentation exactly.
+    px = torch.randint(0, 256, (8, 32, 32), dtype=torch.uint8)
+    a = augment_batch(px, AugmentConfig(), torch.Generator().manual_seed(1))
+    b = augment_batch(px, AugmentConfig(translate=0.0, scale=0.0), torch.Generator().manual_seed(1))
+    assert torch.equal(a, b)
+    c = augment_batch(px, AugmentConfig(translate=0.1), torch.Generator().manual_seed(1))
+    assert not torch.equal(a, c)

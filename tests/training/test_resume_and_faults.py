@@ -12,6 +12,7 @@ import torch
 from fracturescan.config import TrainConfig
 from fracturescan.errors import ConfigError
 from fracturescan.training import loop
+from fracturescan.training import step as step_module
 from fracturescan.training.loop import TrainingDivergedError, train
 
 
@@ -70,7 +71,8 @@ def test_nan_loss_stops_with_the_batch_named(tiny_data: Path, tmp_path: Path, mo
                 return loss * float("nan")
         return loss
 
-    monkeypatch.setattr(loop, "weighted_bce", poisoned)
+    monkeypatch.setattr(loop, "weighted_bce", poisoned)  # validation
+    monkeypatch.setattr(step_module, "weighted_bce", poisoned)  # the training step
     with pytest.raises(TrainingDivergedError, match=r"epoch 2, batch 1") as err:
         train(_cfg(tiny_data, tmp_path / "nan", epochs=3, batch_size=16))
     assert "nan" in str(err.value).lower()

@@ -21,13 +21,16 @@ IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 @dataclass(frozen=True)
 class AugmentConfig:
     """Training augmentation: horizontal flip probability, rotation range (± degrees), brightness
-    shift (± fraction of full scale), contrast factor range (1 ± contrast), and the probability of
-    random erasing (one rectangle of 2–20% of the image filled with a random grey level)."""
+    shift (± fraction of full scale), contrast factor range (1 ± contrast), shift (± fraction of
+    the image side, each axis), zoom factor range (1 ± scale), and the probability of random
+    erasing (one rectangle of 2–20% of the image filled with a random grey level)."""
 
     hflip: float = 0.5
     rotation: float = 15.0
     brightness: float = 0.2
     contrast: float = 0.2
+    translate: float = 0.0  # random shift, ± fraction of the image side (both axes)
+    scale: float = 0.0  # random zoom factor in [1 - scale, 1 + scale]
     erase: float = 0.0  # probability of blanking one random rectangle (random erasing)
 
 
@@ -46,7 +49,7 @@ def normalise(
 
 
 def augment_batch(pixels: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Randomly flip, rotate and change brightness/contrast of a uint8 (N, H, W) batch.
+    """Randomly flip, rotate, shift, zoom and change brightness/contrast of a uint8 (N, H, W) batch.
 
     Returns float (N, 1, H, W) in [0, 1]. Random numbers are drawn on the CPU from ``generator``
     so a seed gives the same augmentation on any device.
@@ -59,11 +62,19 @@ def augment_batch(pixels: torch.Tensor, cfg: AugmentConfig, generator: torch.Gen
 
     flip = (torch.rand(n, generator=generator) < cfg.hflip).to(x.device)
     angle = uniform(-cfg.rotation, cfg.rotation) * (math.pi / 180.0)
+    # Drawn only when enabled, so runs without shift/zoom keep their random stream unchanged.
+    zoom = uniform(1 - cfg.scale, 1 + cfg.scale) if cfg.scale > 0 else torch.ones_like(angle)
+    shift_x, shift_y = (
+        (uniform(-cfg.translate, cfg.translate) * 2, uniform(-cfg.translate, cfg.translate) * 2)
+        if cfg.translate > 0 else (torch.zeros_like(angle), torch.zeros_like(angle))
+    )
     sign = torch.where(flip, -1.0, 1.0)
-    cos, sin = torch.cos(angle), torch.sin(angle)
-    # One affine grid does rotation and flip together (the flip negates the x input coordinate).
+    # affine_grid maps OUTPUT coordinates to input ones, so zooming in by ``zoom`` divides them.
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    # One affine grid does flip, rotation, zoom and shift together (the flip negates the x input
+    # coordinate; shifts are in grid units, where the image side spans 2).
     theta = torch.stack(
-        [torch.stack([cos * sign, -sin, torch.zeros_like(cos)], 1), torch.stack([sin * sign, cos, torch.zeros_like(cos)], 1)],
+        [torch.stack([cos * sign, -sin, shift_x], 1), torch.stack([sin * sign, cos, shift_y], 1)],
         1,
     )
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)

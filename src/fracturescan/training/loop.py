@@ -37,6 +37,7 @@ from .callbacks import EarlyStopping, atomic_torch_save, write_history
 from .distributed import (DistContext, all_reduce_sum, barrier, batches, epoch_order, init_distributed, shard,
                           shutdown)
 from .losses import class_weights, weighted_bce
+from .step import GPU_SYNC_EVERY, TrainStep, check_cuda_graph, keep_tensor_lr, make_optimizer, tensor_lrs
 
 log = logging.getLogger(__name__)
 
@@ -128,43 +129,37 @@ class _Data:
             (run_dir / "split.json").write_text(json.dumps(split, indent=1))
 
 
-def _autocast(device: torch.device, enabled: bool):
-    # bf16 needs no loss scaling; only worth it (and only used) on CUDA.
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled and device.type == "cuda")
-
-
-def _train_epoch(model, opt, data: _Data, cfg: TrainConfig, weights, device, epoch: int,
+def _train_epoch(step: TrainStep, data: _Data, cfg: TrainConfig, device, epoch: int,
                  ctx: DistContext) -> tuple[float, int]:
     """One pass over this rank's share of the training set; returns (mean loss, images seen),
     both summed over all ranks."""
-    model.train()
+    step.model.train()
     mine = shard(epoch_order(len(data.x_train), cfg.seed, epoch), ctx)
     gen = augment_generator(cfg.seed, epoch, ctx.rank)
-    total, seen = 0.0, 0
+    # The loss sum stays on the device; reading it back stalls a GPU, so that happens only every
+    # GPU_SYNC_EVERY batches there (every batch on the CPU, where it costs nothing).
+    sync_every = GPU_SYNC_EVERY if device.type == "cuda" else 1
+    total, seen = torch.zeros((), device=device), 0
     bar = tqdm(batches(mine, cfg.batch_size), desc=f"epoch {epoch}", unit="batch", leave=False,
                disable=not ctx.is_main)
     # DDP's join lets ranks with one batch fewer finish without hanging the others.
-    with Join([getattr(model, "_orig_mod", model)]) if ctx.enabled else contextlib.nullcontext():
+    with Join([getattr(step.model, "_orig_mod", step.model)]) if ctx.enabled else contextlib.nullcontext():
         for batch_no, idx in enumerate(bar):
             idx = idx.to(device)
             x = normalise(augment_batch(data.x_train[idx], cfg.augment, gen))
             if device.type == "cuda":
                 x = x.contiguous(memory_format=torch.channels_last)
-            with _autocast(device, cfg.amp):
-                logits = model(x)
-            loss = weighted_bce(logits, data.y_train[idx], weights)
-            if not torch.isfinite(loss):
-                raise TrainingDivergedError(
-                    f"Loss became {loss.item()} at epoch {epoch}, batch {batch_no}: lower --lr or "
-                    "check the data; the last good checkpoint is kept in best/."
-                )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(idx)
+            total += step(x, data.y_train[idx]) * len(idx)
             seen += len(idx)
-            bar.set_postfix(loss=f"{total / seen:.4f}")
-    total, seen = all_reduce_sum([total, float(seen)], ctx, device)
+            if (batch_no + 1) % sync_every == 0 or seen == len(mine):
+                running = float(total)
+                if not math.isfinite(running):
+                    raise TrainingDivergedError(
+                        f"Loss became {running} at epoch {epoch}, batch {batch_no}: lower --lr or "
+                        "check the data; the last good checkpoint is kept in best/."
+                    )
+                bar.set_postfix(loss=f"{running / seen:.4f}")
+    total, seen = all_reduce_sum([float(total), float(seen)], ctx, device)
     return total / max(seen, 1), int(seen)
 
 
@@ -207,6 +202,8 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> TrainResult | None:
     device = resolve_device(cfg.device)
     ctx = init_distributed(device.type)
     try:
+        if cfg.cuda_graph:  # refuse before any data work
+            check_cuda_graph(device, ctx.enabled, cfg.compile)
         return _train(cfg, resume, run_dir, state_path, device, ctx)
     finally:
         shutdown(ctx)
@@ -235,7 +232,8 @@ def _train(cfg: TrainConfig, resume: bool, run_dir: Path, state_path: Path, devi
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if cfg.compile:
         model = torch.compile(model)  # compiled after DDP wrapping, as DDP's docs recommend
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = make_optimizer(model, cfg.lr, cfg.weight_decay, cfg.cuda_graph)
+    step = TrainStep(model, opt, weights, device, cfg.amp, cuda_graph=cfg.cuda_graph)
     mode = "min" if cfg.monitor == "val_loss" else "max"
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode=mode, factor=cfg.lr_factor,
                                                        patience=cfg.lr_patience, min_lr=cfg.min_lr)
@@ -252,6 +250,7 @@ def _train(cfg: TrainConfig, resume: bool, run_dir: Path, state_path: Path, devi
             torch.set_rng_state(state["torch_rng"])
         history, start_epoch = list(state["history"]), int(state["epoch"]) + 1
         log.info("Resuming %s at epoch %d", run_dir, start_epoch)
+    lrs = tensor_lrs(opt, device) if cfg.cuda_graph else []  # after resuming: the graph reads these
 
     from torch.utils.tensorboard import SummaryWriter  # heavy import, only when training
 
@@ -261,16 +260,17 @@ def _train(cfg: TrainConfig, resume: bool, run_dir: Path, state_path: Path, devi
             if early.should_stop:
                 break
             t0 = time.perf_counter()
-            train_loss, seen = _train_epoch(model, opt, data, cfg, weights, device, epoch, ctx)
+            train_loss, seen = _train_epoch(step, data, cfg, device, epoch, ctx)
             # Every rank validates the same weights on the whole hold-out, so all ranks take the
             # same scheduler and early-stopping decisions without extra communication.
             val_loss, val_auc, val_study_auc, _ = _validate(net, data, cfg, weights, device)
             row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_auc": val_auc,
-                   "val_study_auc": val_study_auc, "lr": opt.param_groups[0]["lr"],
+                   "val_study_auc": val_study_auc, "lr": float(opt.param_groups[0]["lr"]),
                    "seconds": time.perf_counter() - t0, "train_images": seen}
             history.append(row)
             monitored = row[cfg.monitor]
             sched.step(monitored if not math.isnan(monitored) else (math.inf if mode == "min" else -math.inf))
+            keep_tensor_lr(opt, lrs)
             improved = early.improved(monitored)
             if not ctx.is_main:
                 continue
