@@ -24,15 +24,17 @@ $(VENV)/.installed: pyproject.toml
 
 demo: setup
 	rm -rf $(DEMO)
-	@echo "== 1/4 synth: SYNTHETIC wrist phantoms in MURA v1.1 layout"
+	@echo "== 1/5 synth: SYNTHETIC wrist phantoms in MURA v1.1 layout"
 	time $(CLI) synth --out $(DEMO)/data --studies $(DEMO_STUDIES) --size 128 --seed 0
-	@echo "== 2/4 train: DenseNet121 from scratch (offline: no ImageNet weights) at 64 px, configs/phantom.yaml"
+	@echo "== 2/5 train: DenseNet121 from scratch (offline: no ImageNet weights) at 64 px, configs/phantom.yaml"
 	time $(CLI) train --config configs/phantom.yaml --data $(DEMO)/data --out $(DEMO)/run \
 		--cache-dir $(DEMO)/cache
-	@echo "== 3/4 evaluate on the valid split (MURA's test set)"
+	@echo "== 3/5 evaluate on the valid split (MURA's test set)"
 	time $(CLI) evaluate $(DEMO)/run --split valid
-	@echo "== 4/4 predict one valid study folder"
+	@echo "== 4/5 predict one valid study folder"
 	time $(CLI) predict $(DEMO)/run $$(ls -d $(DEMO)/data/valid/XR_WRIST/*/study1_* | head -n 2) --csv $(DEMO)/predictions.csv
+	@echo "== 5/5 heatmap check: does Grad-CAM point at the known fracture boxes? (pointing game)"
+	time $(CLI) explain $(DEMO)/run --evaluate $(DEMO)/data --split valid
 	@echo "Report: $(DEMO)/run/eval_valid/report.html (synthetic data: not clinical performance)"
 
 test: setup

@@ -95,3 +95,7 @@ def test_evaluate_on_phantoms_writes_json(checkpoint: Path, tmp_path: Path) -> N
     if tp:  # the score is exactly the hit rate over true positives
         assert report["score"] == pytest.approx(np.mean([c["hit"] for c in tp]))
     assert "Pointing game" in result.stdout
+    # tied to the scored weights, so the app can tell a stale result from a current one
+    from fracturescan.models.checkpoint import read_metadata
+
+    assert report["model_sha256"] == read_metadata(checkpoint).sha256

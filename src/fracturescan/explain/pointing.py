@@ -113,6 +113,7 @@ class PointingResult:
     chance: float | None  # mean dilated box fraction over true positives (random-peak score)
     synthetic: bool
     cases: list[PointingCase] = field(default_factory=list)
+    model_sha256: str | None = None  # the scored checkpoint's weights, so a stale file is spotted
 
     def to_dict(self) -> dict:
         """JSON-ready dict (cases included)."""
@@ -159,7 +160,7 @@ def pointing_game(predictor: "Predictor", data: Path, split: str = "valid", marg
         score=_mean([c.hit for c in tp]), score_strict=_mean([c.hit_strict for c in tp]),
         n_true_positive=len(tp), score_all_positives=_mean([c.hit for c in cases]),
         n_annotated_positive=len(cases), chance=_mean([c.box_fraction for c in tp]),
-        synthetic=bool(index.synthetic), cases=cases,
+        synthetic=bool(index.synthetic), cases=cases, model_sha256=predictor.metadata.sha256 or None,
     )
     log.info("Pointing game (%s): %s over %d true positives", split, result.score, result.n_true_positive)
     return result

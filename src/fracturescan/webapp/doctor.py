@@ -12,7 +12,8 @@ from sqlalchemy import Engine
 from fracturescan.store.audit import ImageRecord, ModelRecord, record_analysis, record_feedback
 from fracturescan.store.users import UserInfo
 
-from .service import HEATMAP_CAPTION, INTENDED_USE, Analysis, ModelChoice, analyse_uploads, make_overlay
+from .service import (HEATMAP_CAPTION, INTENDED_USE, LOCALISATION_BAR, Analysis, ModelChoice, analyse_uploads,
+                      make_overlay)
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +28,26 @@ def model_header(choice: ModelChoice, threshold: float) -> None:
                  "real radiographs. Its results mean nothing for real patients.", icon="⚠️")
     st.caption(f"Model **{choice.model_id}** ({meta.arch}), version {choice.version}, "
                f"fracturescan {meta.package_version or '?'} · decision threshold **{threshold:.2f}**")
+    _localisation_note(choice)
     with st.expander("Intended use and model card"):
         st.write(INTENDED_USE)
         st.markdown(choice.model_card() or "_No model card in this checkpoint._")
+
+
+def _localisation_note(choice: ModelChoice) -> None:
+    """Say whether this model's heatmaps were checked against known fracture boxes, and how they did."""
+    check = choice.localisation()
+    if check is None:
+        st.caption("Heatmap localisation: not measured for this model version "
+                   "(`fracturescan explain MODEL --evaluate PHANTOM_DATA`).")
+    elif check.reliable:
+        st.caption(f"Heatmap localisation check ({check.split} phantoms): the heatmap peak fell inside the "
+                   f"fracture box for {check.score:.0%} of {check.n_true_positive} detected fractures.")
+    else:
+        score = "no detected fracture to score" if check.score is None else f"{check.score:.0%}"
+        st.warning(f"**Heatmaps from this model did not reliably point at known fractures** "
+                   f"(pointing game on {check.split} phantoms: {score} of {check.n_true_positive} detected "
+                   f"fractures; bar {LOCALISATION_BAR:.0%}). Treat the overlay with extra caution.", icon="⚠️")
 
 
 def _clear_result() -> None:

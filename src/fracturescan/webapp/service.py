@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -30,6 +31,23 @@ INTENDED_USE = (
     "radiographs. Not a diagnostic device: every result must be reviewed by a qualified clinician."
 )
 HEATMAP_CAPTION = "Grad-CAM heatmap: an explanation aid showing where the model looked, not a diagnosis."
+#: Pointing-game score below which the app warns that a model's heatmaps miss known fractures.
+LOCALISATION_BAR = 0.6
+
+
+@dataclass(frozen=True)
+class LocalisationCheck:
+    """A model's pointing-game result (``fracturescan explain MODEL --evaluate PHANTOMS``)."""
+
+    score: float | None  # fraction of phantom true positives whose heatmap peak hit the box
+    n_true_positive: int
+    split: str
+    file: Path
+
+    @property
+    def reliable(self) -> bool:
+        """True when the score reaches :data:`LOCALISATION_BAR`."""
+        return self.score is not None and self.score >= LOCALISATION_BAR
 
 
 @dataclass(frozen=True)
@@ -44,6 +62,28 @@ class ModelChoice:
     def version(self) -> str:
         """Version string recorded in the audit trail: weights hash and creation time."""
         return f"sha256:{self.metadata.sha256[:12]} ({self.metadata.created_at or 'unknown date'})"
+
+    def localisation(self) -> LocalisationCheck | None:
+        """The newest pointing-game result written for THIS checkpoint's weights, if any.
+
+        ``explain --evaluate`` writes ``pointing_<split>.json`` into the folder it was given: the
+        checkpoint itself or, for ``run/best``, the run directory. Files for other weights (the
+        run was retrained since) and unreadable files are ignored.
+        """
+        folders = [self.path] + ([self.path.parent] if self.path.name == "best" else [])
+        found = []
+        for file in (f for folder in folders for f in folder.glob("pointing_*.json")):
+            try:
+                data = json.loads(file.read_text(encoding="utf-8"))
+                if data.get("model_sha256") != self.metadata.sha256:
+                    continue
+                check = LocalisationCheck(None if data["score"] is None else float(data["score"]),
+                                          int(data["n_true_positive"]), str(data["split"]), file)
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                log.warning("Ignoring unreadable pointing-game file %s: %s", file, exc)
+                continue
+            found.append((file.stat().st_mtime, check))
+        return max(found, key=lambda item: item[0])[1] if found else None
 
     def model_card(self) -> str:
         """The checkpoint's MODEL_CARD.md text ('' if missing)."""
