@@ -120,6 +120,8 @@ class Predictor:
         self.onnx_model = onnx_model
         #: "onnx" (ONNX Runtime computes probabilities) or "torch".
         self.backend = "torch" if onnx_model is None else "onnx"
+        #: The explanation reference (:mod:`fracturescan.explain.reference`), if the checkpoint has one.
+        self.reference = None
 
     @classmethod
     def from_checkpoint(cls, path: Path | str, device: str = "auto", backend: str = "auto") -> "Predictor":
@@ -134,7 +136,11 @@ class Predictor:
         dev = resolve_device(device)
         directory = resolve_checkpoint_dir(Path(path))
         model, metadata = load_checkpoint(directory, map_location=dev)
-        return cls(model, metadata, dev, select_onnx_model(directory, backend, dev))
+        predictor = cls(model, metadata, dev, select_onnx_model(directory, backend, dev))
+        from .explain.reference import load_reference
+
+        predictor.reference = load_reference(directory)
+        return predictor
 
     @property
     def threshold(self) -> float:

@@ -50,6 +50,8 @@ def test_caption_adds_a_strip_below_and_keeps_the_image() -> None:
     lines = caption_lines(0.91, 0.5, synthetic=True)
     assert any("not a diagnosis" in line for line in lines) and any("SYNTHETIC" in line for line in lines)
     assert not any("SYNTHETIC" in line for line in caption_lines(0.1, 0.5, synthetic=False))
+    named = caption_lines(0.9, 0.5, False, "integrated gradients vs. typical normal")
+    assert named[1] == "integrated gradients vs. typical normal: explanation aid, not a diagnosis"
     figure = np.asarray(add_caption(rgb, lines))
     assert figure.shape[1] == 60 and figure.shape[0] > 40
     assert (figure[:40] == 77).all()

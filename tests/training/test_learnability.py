@@ -66,6 +66,12 @@ def test_run_directory_is_complete(phantom_run) -> None:
     assert meta.synthetic is True
     assert meta.input_size == 64 and meta.arch == "densenet121"
     assert "hold-out" in meta.threshold_method
+    # the typical-normal reference for heatmaps was written and is verified on load
+    from fracturescan.explain.reference import load_reference
+
+    reference = load_reference(run / "best")
+    assert reference is not None and reference.layer == meta.reference_layer == "features.denseblock2"
+    assert reference.input_size == 64 and reference.activation.shape[1:] == (8, 8)
     card = (run / "best" / "MODEL_CARD.md").read_text()
     assert "synthetic" in card.lower()
 

@@ -254,8 +254,8 @@ def test_dicom_upload_keeps_identifying_tags_out_of_the_database(engine, app_env
 
 
 class _FakeExplanation:
-    def __init__(self, probability: float, heatmap: np.ndarray) -> None:
-        self.probability, self.heatmap = probability, heatmap
+    def __init__(self, probability: float, heatmap: np.ndarray, method: str = "reference-ig") -> None:
+        self.probability, self.heatmap, self.method = probability, heatmap, method
 
 
 def test_heatmap_toggle_and_opacity_use_the_explain_api(engine, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -281,6 +281,8 @@ def test_heatmap_toggle_and_opacity_use_the_explain_api(engine, monkeypatch: pyt
     at.run()
     assert not at.exception
     assert any("explanation aid" in c.value and "not a diagnosis" in c.value for c in at.caption)
+    # the caption names how the heatmap was made
+    assert any("integrated gradients against a typical normal" in c.value for c in at.caption)
     assert calls == [0.4]
     studies, images = _study_rows(engine)
     assert images[0].probability == pytest.approx(0.8) and studies[0].abnormal  # 0.8 >= 0.5

@@ -266,8 +266,12 @@ def explain(
     margin: float = typer.Option(0.05, "--margin", min=0.0, max=0.5, help="Box dilation (fraction of image side)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Pointing-game JSON (default OUT or MODEL/pointing_<split>.json)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda."),
+    method: str = typer.Option(
+        "auto", "--method",
+        help="auto (integrated gradients from the checkpoint's typical-normal reference when it has one, "
+             "else Grad-CAM), grad-cam or reference-ig."),
 ) -> None:
-    """Grad-CAM overlays of the abnormal class, or the pointing game on phantoms (--evaluate)."""
+    """Heatmap overlays of the abnormal class, or the pointing game on phantoms (--evaluate)."""
     from ..explain.files import explain_paths
     from ..explain.pointing import pointing_game, write_pointing_json
     from ..inference import Predictor
@@ -278,7 +282,7 @@ def explain(
         raise FracturescanError("Give --out DIR: the folder to write the Grad-CAM overlays to.")
     predictor = Predictor.from_checkpoint(model, device=device, backend="torch")
     if images:
-        results = explain_paths(predictor, images, out, alpha)
+        results = explain_paths(predictor, images, out, alpha, method=method)
         for r in results:
             if r.figure is not None:
                 typer.echo(f"{r.source}\tP(abnormal)={r.probability:.3f}\t{r.figure}")
@@ -287,11 +291,11 @@ def explain(
             more = f" ({len(failed)} of {len(results)} images failed)" if len(failed) > 1 else ""
             raise FracturescanError(f"{failed[0].error}{more}")
     if evaluate is not None:
-        result = pointing_game(predictor, evaluate, split=split, margin=margin)
+        result = pointing_game(predictor, evaluate, split=split, margin=margin, method=method)
         target = json_out or (out or Path(model)) / f"pointing_{split}.json"
         write_pointing_json(result, target)
         score = "n/a" if result.score is None else f"{result.score:.3f}"
-        typer.echo(f"Pointing game ({split}, layer {result.layer}, margin {margin:.0%}): {score} over "
+        typer.echo(f"Pointing game ({split}, {result.method} on {result.layer}, margin {margin:.0%}): {score} over "
                    f"{result.n_true_positive} true-positive images of {result.n_annotated_positive} annotated "
                    f"positives (all positives: {result.score_all_positives:.3f}; random peak ≈ "
                    f"{(result.chance or 0):.3f}). JSON: {target}")

@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 
 from ..data.images import read_image
 from ..errors import FracturescanError
-from .gradcam import explain_image
+from .gradcam import METHOD_LABELS, explain_image
 from .overlay import caption_lines, save_figure
 
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ def figure_names(paths: list[Path]) -> list[str]:
 
 
 def explain_paths(predictor: "Predictor", paths: Iterable[Path | str], out: Path, alpha: float = 0.4,
-                  progress: bool = True) -> list[ExplainedFile]:
+                  progress: bool = True, method: str = "auto") -> list[ExplainedFile]:
     """Write a captioned overlay for every image under ``paths`` (folders expand like predict).
 
     Unreadable files are returned with their error instead of stopping the others.
@@ -73,8 +73,8 @@ def explain_paths(predictor: "Predictor", paths: Iterable[Path | str], out: Path
         except FracturescanError as exc:
             results.append(ExplainedFile(source, None, None, str(exc)))
             continue
-        exp = explain_image(predictor, image)
-        lines = caption_lines(exp.probability, predictor.threshold, synthetic)
+        exp = explain_image(predictor, image, method=method)
+        lines = caption_lines(exp.probability, predictor.threshold, synthetic, METHOD_LABELS[exp.method])
         figure = save_figure(out / name, image, exp.heatmap, lines, alpha)
         results.append(ExplainedFile(source, figure, exp.probability))
     return results

@@ -1,4 +1,5 @@
-"""Grad-CAM heatmaps for the abnormal logit, computed with captum's ``LayerGradCam``.
+"""Heatmaps for the abnormal logit: Grad-CAM (captum's ``LayerGradCam``) or, when the checkpoint
+carries a typical-normal reference, layer-wise integrated gradients from it (:mod:`.integrated`).
 
 Grad-CAM (Selvaraju et al., 2017) weights each channel of a convolutional feature map by the
 spatial mean of the gradient of the target logit with respect to it, sums the weighted channels
@@ -34,6 +35,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+GRAD_CAM = "grad-cam"
+REFERENCE_IG = "reference-ig"
+#: What ``method="auto"`` means: integrated gradients when the checkpoint has a reference for
+#: the explained layer, else Grad-CAM.
+METHODS = ("auto", GRAD_CAM, REFERENCE_IG)
+#: How each method is named wherever a heatmap is shown.
+METHOD_LABELS = {GRAD_CAM: "Grad-CAM", REFERENCE_IG: "integrated gradients vs. typical normal"}
+
 # captum attaches forward hooks to the shared model for the duration of one call; two threads
 # (e.g. two Streamlit sessions sharing one cached Predictor) must not interleave those hooks.
 _HOOK_LOCK = threading.Lock()
@@ -53,6 +62,10 @@ class Explanation:
             all zero (no region supports "abnormal").
         layer: name of the target layer (``cam_layer`` or a trunk stage such as
             ``0.denseblock2``).
+        method: :data:`GRAD_CAM` or :data:`REFERENCE_IG` (integrated gradients from the
+            checkpoint's typical-normal reference, see :mod:`.integrated`).
+        reference_logit: the reference's logit (``REFERENCE_IG`` only): the map divides
+            ``logit - reference_logit`` among the grid cells.
     """
 
     probability: float
@@ -62,6 +75,8 @@ class Explanation:
     cam: np.ndarray
     peak: tuple[int, int] | None
     layer: str = "cam_layer"
+    method: str = "grad-cam"
+    reference_logit: float | None = None
 
 
 def _layer_grad_cam() -> type:
@@ -128,28 +143,58 @@ def heatmap_peak(heatmap: np.ndarray) -> tuple[int, int] | None:
     return row, col
 
 
-def explain_image(predictor: "Predictor", image: np.ndarray, *, layer: nn.Module | None = None) -> Explanation:
-    """Grad-CAM of the abnormal logit for one float [0, 1] (H, W) image from ``read_image``.
+def _reference_for(predictor: "Predictor", name: str):
+    ref = getattr(predictor, "reference", None)
+    if ref is None or ref.layer != name or ref.input_size != predictor.image_size:
+        return None
+    return ref
 
-    Preprocessing is the predictor's own (the same squash-resize and normalisation as
-    prediction), so the probability matches :meth:`Predictor.predict_image` with the torch
-    backend. The heatmap has the image's shape. ``layer`` overrides the target layer chosen
-    by :func:`~fracturescan.explain.layers.select_cam_layer`.
+
+def explain_image(predictor: "Predictor", image: np.ndarray, *, layer: nn.Module | None = None,
+                  method: str = "auto") -> Explanation:
+    """Heatmap of the abnormal logit for one float [0, 1] (H, W) image from ``read_image``.
+
+    ``method``: ``"auto"`` (integrated gradients from the checkpoint's typical-normal reference
+    when it has one for the explained layer, else Grad-CAM), ``"grad-cam"`` or
+    ``"reference-ig"`` (an error without a reference). Preprocessing is the predictor's own (the
+    same squash-resize and normalisation as prediction), so the probability matches
+    :meth:`Predictor.predict_image` with the torch backend. The heatmap has the image's shape.
+    ``layer`` overrides the target layer chosen by
+    :func:`~fracturescan.explain.layers.select_cam_layer` (Grad-CAM only).
     """
     image = np.asarray(image)
     if image.ndim != 2:
         raise ValueError(f"explain_image expects a 2-D grayscale image, got shape {image.shape}")
+    if method not in METHODS:
+        raise FracturescanError(f"Unknown explanation method {method!r}; choose one of {', '.join(METHODS)}.")
     meta = predictor.metadata
     pixels = torch.from_numpy(predictor.preprocess(image)[None]).to(predictor.device)
     inputs = normalise(pixels, tuple(meta.mean), tuple(meta.std), int(meta.channels))
     if layer is None:
         name, layer = select_cam_layer(predictor.model, predictor.image_size, int(meta.channels))
+        reference = _reference_for(predictor, name) if method != GRAD_CAM else None
     else:
         name = "cam_layer" if layer is predictor.model.cam_layer else type(layer).__name__
-    cams, logits = grad_cam(predictor.model, layer, inputs)
-    cam = cams[0].float().cpu().numpy()
+        reference = None
+    if method == REFERENCE_IG and reference is None:
+        raise FracturescanError(
+            "This checkpoint has no explanation reference for its heatmap layer (checkpoints "
+            "trained before fracturescan wrote one): use --method grad-cam.")
+    reference_logit = None
+    if reference is not None:
+        from .integrated import integrated_gradients
+
+        with _HOOK_LOCK:
+            attribution, logit, reference_logit = integrated_gradients(
+                predictor.model, layer, inputs, reference.activation)
+        cam = attribution.clamp_min(0.0).float().cpu().numpy()
+        used = REFERENCE_IG
+    else:
+        cams, logits = grad_cam(predictor.model, layer, inputs)
+        cam = cams[0].float().cpu().numpy()
+        logit = float(logits[0])
+        used = GRAD_CAM
     heatmap = upsample(cam, image.shape)
-    logit = float(logits[0])
     return Explanation(
         probability=float(torch.sigmoid(torch.tensor(logit))),
         logit=logit,
@@ -158,4 +203,6 @@ def explain_image(predictor: "Predictor", image: np.ndarray, *, layer: nn.Module
         cam=cam,
         peak=heatmap_peak(heatmap),
         layer=name,
+        method=used,
+        reference_logit=reference_logit,
     )

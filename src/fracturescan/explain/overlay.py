@@ -21,6 +21,11 @@ log = logging.getLogger(__name__)
 MAX_SIDE = 1024
 MIN_SIDE = 512
 DISCLAIMER = "Grad-CAM: explanation aid, not a diagnosis"
+
+
+def disclaimer(method_label: str = "Grad-CAM") -> str:
+    """The caption line that names the heatmap's method and says what it is not."""
+    return f"{method_label}: explanation aid, not a diagnosis"
 SYNTHETIC_NOTE = "SYNTHETIC phantom model"
 
 
@@ -108,10 +113,13 @@ def display_size(image: np.ndarray, heatmap: np.ndarray, max_side: int = MAX_SID
     return shrink(image), shrink(heatmap)
 
 
-def caption_lines(probability: float, threshold: float, synthetic: bool) -> list[str]:
-    """The caption of a written figure: probability and decision, disclaimer, synthetic note."""
+def caption_lines(probability: float, threshold: float, synthetic: bool,
+                  method_label: str = "Grad-CAM") -> list[str]:
+    """The caption of a written figure: probability and decision, disclaimer (naming the heatmap's
+    method), synthetic note."""
     decision = "abnormal" if probability >= threshold else "normal"
-    lines = [f"P(abnormal) = {probability:.3f} -> {decision} (threshold {threshold:.3f})", DISCLAIMER]
+    lines = [f"P(abnormal) = {probability:.3f} -> {decision} (threshold {threshold:.3f})",
+             disclaimer(method_label)]
     if synthetic:
         lines.append(SYNTHETIC_NOTE)
     return lines

@@ -1,4 +1,4 @@
-"""The pointing game: does the Grad-CAM peak fall inside the known fracture box?
+"""The pointing game: does the heatmap peak fall inside the known fracture box?
 
 Real MURA has no localisation labels; the synthetic phantoms do (``annotations.csv``, one
 inclusive pixel box per fractured image). The score is computed over TRUE-POSITIVE images
@@ -114,6 +114,7 @@ class PointingResult:
     synthetic: bool
     cases: list[PointingCase] = field(default_factory=list)
     model_sha256: str | None = None  # the scored checkpoint's weights, so a stale file is spotted
+    method: str = "grad-cam"  # how the heatmaps were made ("grad-cam" or "reference-ig")
 
     def to_dict(self) -> dict:
         """JSON-ready dict (cases included)."""
@@ -124,9 +125,9 @@ def _mean(values: list[float]) -> float | None:
     return float(np.mean(values)) if values else None
 
 
-def _score(predictor: "Predictor", path: Path, box: Box, margin: float) -> tuple[PointingCase, str]:
+def _score(predictor: "Predictor", path: Path, box: Box, margin: float, method: str) -> tuple[PointingCase, str, str]:
     image = read_image(path)
-    exp = explain_image(predictor, image)
+    exp = explain_image(predictor, image, method=method)
     h, w = image.shape
     x0, y0, x1, y1 = box
     area = (min(x1 + margin * w, w - 1) - max(x0 - margin * w, 0) + 1) * (
@@ -134,12 +135,15 @@ def _score(predictor: "Predictor", path: Path, box: Box, margin: float) -> tuple
     case = PointingCase(str(path), exp.probability, exp.probability >= predictor.threshold, exp.peak, box,
                         peak_in_box(exp.peak, box, (h, w), margin), peak_in_box(exp.peak, box, (h, w), 0.0),
                         float(area) / (h * w))
-    return case, exp.layer
+    return case, exp.layer, exp.method
 
 
 def pointing_game(predictor: "Predictor", data: Path, split: str = "valid", margin: float = DEFAULT_MARGIN,
-                  progress: bool = True) -> PointingResult:
-    """Score the Grad-CAM peaks of ``predictor`` against the boxes of a phantom data set.
+                  progress: bool = True, method: str = "auto") -> PointingResult:
+    """Score the heatmap peaks of ``predictor`` against the boxes of a phantom data set.
+
+    ``method`` is passed to :func:`~fracturescan.explain.gradcam.explain_image` (``auto``: what
+    the app shows for this checkpoint).
 
     Raises:
         DatasetError: no ``annotations.csv``, unknown split, or no annotated positive image in it.
@@ -150,9 +154,9 @@ def pointing_game(predictor: "Predictor", data: Path, split: str = "valid", marg
     positives = [r for r in index.split(split) if r.label == 1 and r.path.resolve() in boxes]
     if not positives:
         raise DatasetError(f"No positive image of split {split!r} in {data} has a box in {ANNOTATIONS_FILE}.")
-    cases, layer = [], "cam_layer"
+    cases, layer, used = [], "cam_layer", method
     for record in tqdm(positives, desc="pointing game", unit="image", disable=not progress):
-        case, layer = _score(predictor, record.path, boxes[record.path.resolve()], margin)
+        case, layer, used = _score(predictor, record.path, boxes[record.path.resolve()], margin, method)
         cases.append(case)
     tp = [c for c in cases if c.true_positive]
     result = PointingResult(
@@ -161,6 +165,7 @@ def pointing_game(predictor: "Predictor", data: Path, split: str = "valid", marg
         n_true_positive=len(tp), score_all_positives=_mean([c.hit for c in cases]),
         n_annotated_positive=len(cases), chance=_mean([c.box_fraction for c in tp]),
         synthetic=bool(index.synthetic), cases=cases, model_sha256=predictor.metadata.sha256 or None,
+        method=used,
     )
     log.info("Pointing game (%s): %s over %d true positives", split, result.score, result.n_true_positive)
     return result

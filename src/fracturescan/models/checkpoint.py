@@ -74,6 +74,10 @@ class CheckpointMetadata:
     sha256: str = ""
     #: SHA-256 of ``model.onnx`` written by ``fracturescan export --onnx``; "" when not exported.
     onnx_sha256: str = ""
+    #: SHA-256 and layer of ``explain_reference.safetensors`` (the mean activation of normal
+    #: training images that heatmaps are measured against); "" when there is none.
+    reference_sha256: str = ""
+    reference_layer: str = ""
     format_version: int = FORMAT_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 from fracturescan.store.audit import ImageRecord, ModelRecord, record_analysis, record_feedback
 from fracturescan.store.users import UserInfo
 
-from .service import (HEATMAP_CAPTION, INTENDED_USE, LOCALISATION_BAR, Analysis, ModelChoice, analyse_uploads,
+from .service import (INTENDED_USE, LOCALISATION_BAR, Analysis, ModelChoice, analyse_uploads, heatmap_caption,
                       make_overlay)
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ def _show_image(item: Any, analysis: Analysis, show_heatmap: bool, alpha: float)
     st.markdown(f"**{item.name}** — {_decision_text(item.probability, analysis.threshold)}")
     if show_heatmap and item.heatmap is not None:
         st.image(make_overlay(item.display, item.heatmap, alpha), width="stretch")
-        st.caption(HEATMAP_CAPTION)
+        st.caption(heatmap_caption(item.heatmap_method))
     else:
         st.image(item.display, clamp=True, width="stretch")
     if item.dicom_info:

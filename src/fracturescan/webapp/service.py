@@ -31,6 +31,14 @@ INTENDED_USE = (
     "radiographs. Not a diagnostic device: every result must be reviewed by a qualified clinician."
 )
 HEATMAP_CAPTION = "Grad-CAM heatmap: an explanation aid showing where the model looked, not a diagnosis."
+#: The caption when the heatmap is integrated gradients from the checkpoint's typical-normal reference.
+REFERENCE_HEATMAP_CAPTION = ("Heatmap (integrated gradients against a typical normal image): an explanation aid "
+                             "showing what made the model call this image more abnormal, not a diagnosis.")
+
+
+def heatmap_caption(method: str | None) -> str:
+    """The caption under a heatmap, naming how it was made."""
+    return REFERENCE_HEATMAP_CAPTION if method == "reference-ig" else HEATMAP_CAPTION
 #: Pointing-game score below which the app warns that a model's heatmaps miss known fractures.
 LOCALISATION_BAR = 0.6
 
@@ -130,6 +138,7 @@ class AnalysedImage:
     probability: float | None = None
     display: np.ndarray | None = None
     heatmap: np.ndarray | None = None
+    heatmap_method: str | None = None  # "grad-cam" or "reference-ig"
     dicom_info: dict[str, Any] | None = None
     error: str | None = None
 
@@ -166,14 +175,16 @@ def _explain_api() -> tuple[Callable[..., Any], Callable[..., Any]] | None:
     return explain_image, overlay
 
 
-def explain_one(predictor: Any, image: np.ndarray) -> tuple[float, np.ndarray | None]:
-    """THE adapter to the explain API: (probability, heatmap in [0,1] at image size or None)."""
+def explain_one(predictor: Any, image: np.ndarray) -> tuple[float, np.ndarray | None, str | None]:
+    """THE adapter to the explain API: (probability, heatmap in [0,1] at image size or None,
+    the heatmap's method or None)."""
     api = _explain_api()
     if api is None:
         pixels = predictor.preprocess(image)
-        return float(predictor.probabilities(pixels[None])[0]), None
+        return float(predictor.probabilities(pixels[None])[0]), None, None
     explanation = api[0](predictor, image)
-    return float(explanation.probability), np.asarray(explanation.heatmap, dtype=np.float32)
+    return (float(explanation.probability), np.asarray(explanation.heatmap, dtype=np.float32),
+            explanation.method)
 
 
 def make_overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float) -> np.ndarray:
@@ -246,7 +257,7 @@ def analyse_uploads(predictor: Any, uploads: Sequence[tuple[str, bytes]], thresh
         images.append(item)
         try:
             image = read_image(data, name=name)
-            item.probability, heatmap = explain_one(predictor, image)
+            item.probability, heatmap, item.heatmap_method = explain_one(predictor, image)
         except FracturescanError as exc:
             item.error = str(exc)
             log.info("upload %s… could not be analysed: %s", digest[:12], type(exc).__name__)

@@ -1,0 +1,134 @@
+"""The "typical normal" reference that integrated-gradients heatmaps are measured against.
+
+A heatmap should show what makes THIS image look more abnormal than a normal one. Grad-CAM
+answers a different question (which features carry positive evidence at all) and, on small
+models trained from scratch, often lights up anatomy that every image has — on our phantom
+models, the forearm at the image's lower edge — instead of the fracture. The reference is the
+mean activation of the explained layer over normal training images: attributions are then the
+layer-wise integrated gradients from that reference to the image (see :mod:`.integrated`), which
+sum to ``logit(image) - logit(reference)``.
+
+``explain_reference.safetensors`` sits in the checkpoint directory beside ``model.safetensors``;
+its SHA-256 and layer are recorded in ``metadata.json`` (``reference_sha256``,
+``reference_layer``) and checked on load, like the ONNX export. It is written at the end of
+training; checkpoints without it fall back to Grad-CAM.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..data.transforms import normalise
+from ..errors import CheckpointError
+from ..models.checkpoint import read_metadata, resolve_checkpoint_dir, update_metadata
+from .layers import select_cam_layer
+
+log = logging.getLogger(__name__)
+
+REFERENCE_FILE = "explain_reference.safetensors"
+#: Normal images averaged into the reference (a random subset when there are more).
+MAX_REFERENCE_IMAGES = 512
+
+
+@dataclass(frozen=True)
+class Reference:
+    """Mean activation ``(C, h, w)`` of ``layer`` over ``n_images`` normal images at ``input_size``."""
+
+    layer: str
+    input_size: int
+    activation: torch.Tensor
+    n_images: int
+
+
+def _capture(layer: nn.Module, store: list[torch.Tensor]):
+    return layer.register_forward_hook(lambda _m, _i, out: store.append(out.detach().float()))
+
+
+@torch.no_grad()
+def compute_reference(model: nn.Module, pixels: torch.Tensor | np.ndarray, *, input_size: int,
+                      mean: tuple[float, ...], std: tuple[float, ...], channels: int = 3,
+                      batch_size: int = 64, seed: int = 0) -> Reference:
+    """Average the explained layer's activation over uint8 ``(N, input_size, input_size)`` normals.
+
+    The layer is the one :func:`~fracturescan.explain.layers.select_cam_layer` picks for this
+    model and input size, so the reference always matches the heatmap's grid.
+    """
+    pixels = torch.as_tensor(np.asarray(pixels) if not isinstance(pixels, torch.Tensor) else pixels)
+    if pixels.ndim != 3 or len(pixels) == 0:
+        raise ValueError(f"compute_reference needs a non-empty (N, H, W) uint8 batch, got {tuple(pixels.shape)}")
+    if len(pixels) > MAX_REFERENCE_IMAGES:
+        keep = torch.randperm(len(pixels), generator=torch.Generator().manual_seed(seed))[:MAX_REFERENCE_IMAGES]
+        pixels = pixels[keep.sort().values.to(pixels.device)]
+    model.eval()
+    device = next(model.parameters()).device
+    name, layer = select_cam_layer(model, input_size, channels)
+    total: torch.Tensor | None = None
+    store: list[torch.Tensor] = []
+    handle = _capture(layer, store)
+    try:
+        for start in range(0, len(pixels), batch_size):
+            chunk = pixels[start:start + batch_size].to(device)
+            model(normalise(chunk, mean, std, channels))
+            part = store.pop().sum(0)
+            total = part if total is None else total + part
+    finally:
+        handle.remove()
+    return Reference(name, int(input_size), (total / len(pixels)).cpu().contiguous(), int(len(pixels)))
+
+
+def save_reference(directory: Path | str, reference: Reference) -> Path:
+    """Write the reference into a checkpoint directory (atomically) and record its SHA-256."""
+    from safetensors.torch import save_file
+
+    from ..export import file_sha256
+
+    directory = resolve_checkpoint_dir(directory)
+    target = directory / REFERENCE_FILE
+    tmp = directory / f".{REFERENCE_FILE}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        save_file({"activation": reference.activation}, str(tmp), metadata={
+            "layer": reference.layer, "input_size": str(reference.input_size), "n_images": str(reference.n_images)})
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    update_metadata(directory, reference_sha256=file_sha256(target), reference_layer=reference.layer)
+    log.info("explanation reference (%s, %d normal images) saved to %s", reference.layer, reference.n_images, target)
+    return target
+
+
+def load_reference(directory: Path | str) -> Reference | None:
+    """The checkpoint's verified reference, or None when it has none.
+
+    Raises:
+        CheckpointError: the file is missing although recorded, or does not match its SHA-256.
+    """
+    from safetensors import safe_open
+
+    from ..export import file_sha256
+
+    directory = resolve_checkpoint_dir(directory)
+    meta = read_metadata(directory)
+    if not meta.reference_sha256:
+        return None
+    path = directory / REFERENCE_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{path} is recorded in metadata.json but missing; re-copy the checkpoint")
+    if file_sha256(path) != meta.reference_sha256:
+        raise CheckpointError(
+            f"{path} does not match the reference_sha256 recorded in metadata.json: the file is corrupt "
+            "or was modified after training. Re-copy the checkpoint.")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            info = handle.metadata() or {}
+            activation = handle.get_tensor("activation")
+        return Reference(str(info["layer"]), int(info["input_size"]), activation, int(info["n_images"]))
+    except Exception as exc:  # safetensors errors, missing keys
+        raise CheckpointError(f"{path} is not a valid explanation reference ({exc})") from exc

@@ -1,0 +1,139 @@
+"""Integrated gradients from the typical-normal reference: the attribution's defining properties,
+the reference file (computed, stored, verified) and how explain_image picks its method."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from fracturescan.errors import CheckpointError, FracturescanError
+from fracturescan.explain import explain_image, select_cam_layer
+from fracturescan.explain.integrated import integrated_gradients
+from fracturescan.explain.reference import (REFERENCE_FILE, compute_reference, load_reference,
+                                            save_reference)
+from fracturescan.inference import Predictor
+from fracturescan.models.checkpoint import read_metadata, save_checkpoint
+from fracturescan.models.registry import FractureNet
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> None:
+    torch.set_num_threads(1)
+
+
+def _model(arch: str = "resnet18") -> FractureNet:
+    torch.manual_seed(4)
+    return FractureNet(arch, hidden=16).eval()
+
+
+def _pixels(n: int, size: int, seed: int) -> torch.Tensor:
+    return torch.from_numpy(np.random.default_rng(seed).integers(0, 256, (n, size, size), dtype=np.uint8))
+
+
+def _with_layer_output(model: nn.Module, layer: nn.Module, x: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """The model's logits when ``layer`` outputs ``value`` (an independent split forward)."""
+    handle = layer.register_forward_hook(lambda _m, _i, out: value.to(out.dtype))
+    try:
+        with torch.no_grad():
+            return model(x).reshape(-1)
+    finally:
+        handle.remove()
+
+
+def test_attributions_sum_to_the_logit_difference_and_match_a_fine_riemann_sum() -> None:
+    model = _model()
+    from fracturescan.data.transforms import normalise
+
+    name, layer = select_cam_layer(model, 64)
+    ref = compute_reference(model, _pixels(6, 64, 1), input_size=64, mean=(0.485, 0.456, 0.406),
+                            std=(0.229, 0.224, 0.225)).activation
+    x = normalise(_pixels(1, 64, 9))
+    attr, logit, ref_logit = integrated_gradients(model, layer, x, ref, steps=64)
+    assert attr.shape == ref.shape[1:]
+    with torch.no_grad():
+        assert logit == pytest.approx(float(model(x)[0]), abs=1e-5)
+    assert ref_logit == pytest.approx(float(_with_layer_output(model, layer, x, ref[None])[0]), abs=1e-5)
+    assert abs(logit - ref_logit) > 1e-3  # not a trivial zero difference
+    # Completeness: the cells share out exactly logit - reference logit (up to quadrature error).
+    assert float(attr.sum()) == pytest.approx(logit - ref_logit, rel=0.02, abs=1e-4)
+    # Independent check: a plain loop over 400 path points, one forward/backward each.
+    store = {}
+    handle = layer.register_forward_hook(lambda _m, _i, out: store.setdefault("a", out.detach()))
+    with torch.no_grad():
+        model(x)
+    handle.remove()
+    a = store["a"][0]
+    grads = torch.zeros_like(a)
+    for t in (torch.arange(400) + 0.5) / 400:
+        point = (ref + t * (a - ref))[None].requires_grad_(True)
+        h = layer.register_forward_hook(lambda _m, _i, out, p=point: p)
+        out = model(x).reshape(-1)[0]
+        h.remove()
+        grads += torch.autograd.grad(out, point)[0][0] / 400
+    expected = (grads * (a - ref)).sum(0)
+    torch.testing.assert_close(attr, expected, rtol=0.05, atol=0.02 * float(expected.abs().max()))
+    assert not any(p.grad is not None for p in model.parameters())  # no parameter gradients kept
+
+
+def test_reference_is_the_mean_activation_of_the_given_images() -> None:
+    model = _model()
+    pixels = _pixels(5, 64, 2)
+    from fracturescan.data.transforms import normalise
+
+    ref = compute_reference(model, pixels, input_size=64, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
+                            batch_size=2)  # several batches
+    name, layer = select_cam_layer(model, 64)
+    store = []
+    handle = layer.register_forward_hook(lambda _m, _i, out: store.append(out.detach()))
+    with torch.no_grad():
+        for i in range(5):
+            model(normalise(pixels[i:i + 1]))
+    handle.remove()
+    torch.testing.assert_close(ref.activation, torch.cat(store).mean(0), rtol=1e-5, atol=1e-6)
+    assert (ref.layer, ref.input_size, ref.n_images) == (name, 64, 5)
+
+
+def test_reference_round_trip_tamper_and_method_choice(tmp_path) -> None:
+    model = _model()
+    ckpt = save_checkpoint(tmp_path / "best", model, {"input_size": 64, "threshold": 0.5})
+    image = np.random.default_rng(3).random((70, 50)).astype(np.float32)
+    plain = Predictor.from_checkpoint(ckpt, device="cpu")
+    assert plain.reference is None
+    assert explain_image(plain, image).method == "grad-cam"  # no reference: Grad-CAM
+    with pytest.raises(FracturescanError, match="no explanation reference"):
+        explain_image(plain, image, method="reference-ig")
+
+    ref = compute_reference(model, _pixels(4, 64, 5), input_size=64, mean=(0.485, 0.456, 0.406),
+                            std=(0.229, 0.224, 0.225))
+    save_reference(ckpt, ref)
+    meta = read_metadata(ckpt)
+    assert meta.reference_layer == ref.layer and len(meta.reference_sha256) == 64
+    loaded = load_reference(ckpt)
+    torch.testing.assert_close(loaded.activation, ref.activation)
+    predictor = Predictor.from_checkpoint(ckpt, device="cpu")
+    auto = explain_image(predictor, image)
+    assert auto.method == "reference-ig" and auto.reference_logit is not None
+    expected = float(predictor.probabilities(predictor.preprocess(image)[None])[0])
+    assert auto.probability == pytest.approx(expected, abs=1e-5)
+    assert explain_image(predictor, image, method="grad-cam").method == "grad-cam"
+    # A heatmap of a different size keeps Grad-CAM (the reference belongs to one grid).
+    predictor.reference = type(ref)(ref.layer, 96, ref.activation, ref.n_images)
+    assert explain_image(predictor, image).method == "grad-cam"
+    # A modified reference file is refused, like tampered weights.
+    raw = bytearray((ckpt / REFERENCE_FILE).read_bytes())
+    raw[-1] ^= 0xFF
+    (ckpt / REFERENCE_FILE).write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match="reference_sha256"):
+        Predictor.from_checkpoint(ckpt, device="cpu")
+    (ckpt / REFERENCE_FILE).unlink()
+    with pytest.raises(CheckpointError, match="missing"):
+        load_reference(ckpt)
+
+
+def test_mismatched_reference_shape_is_a_clear_error() -> None:
+    model = _model()
+    _, layer = select_cam_layer(model, 64)
+    with pytest.raises(ValueError, match="does not match the layer's activation"):
+        integrated_gradients(model, layer, torch.zeros(1, 3, 64, 64), torch.zeros(7, 3, 3))
