@@ -273,7 +273,10 @@ def render_model_card(meta: CheckpointMetadata, *, name: str = "fracturescan mod
         "- Trained and validated only on the body parts listed above; other anatomy, views, "
         "paediatric or post-operative images, and other scanners may perform worse.",
         "- Labels are study-level (normal/abnormal); the model does not localise or classify "
-        "fractures, and Grad-CAM heatmaps are only a rough indication of what it looked at.",
+        "fractures, and heatmaps are only a rough indication of what it looked at.",
+        ("- Heatmaps: integrated gradients at `" + meta.reference_layer + "` from the mean activation "
+         "of normal training images (what made this image look more abnormal than a typical normal one)."
+         if meta.reference_layer else "- Heatmaps: Grad-CAM (this checkpoint has no typical-normal reference)."),
         "- Not validated prospectively or cleared by any regulator.",
         "",
     ]
