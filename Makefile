@@ -33,7 +33,7 @@ demo: setup
 	time $(CLI) evaluate $(DEMO)/run --split valid
 	@echo "== 4/5 predict one valid study folder"
 	time $(CLI) predict $(DEMO)/run $$(ls -d $(DEMO)/data/valid/XR_WRIST/*/study1_* | head -n 2) --csv $(DEMO)/predictions.csv
-	@echo "== 5/5 heatmap check: does Grad-CAM point at the known fracture boxes? (pointing game)"
+	@echo "== 5/5 heatmap check: do the heatmaps point at the known fracture boxes? (pointing game)"
 	time $(CLI) explain $(DEMO)/run --evaluate $(DEMO)/data --split valid
 	@echo "Report: $(DEMO)/run/eval_valid/report.html (synthetic data: not clinical performance)"
 
