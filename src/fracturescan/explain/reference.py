@@ -28,7 +28,7 @@ from torch import nn
 
 from ..data.transforms import normalise
 from ..errors import CheckpointError
-from ..models.checkpoint import read_metadata, resolve_checkpoint_dir, update_metadata
+from ..models.checkpoint import read_metadata, resolve_checkpoint_dir, update_metadata, verify_file
 from .layers import select_cam_layer
 
 log = logging.getLogger(__name__)
@@ -112,19 +112,12 @@ def load_reference(directory: Path | str) -> Reference | None:
     """
     from safetensors import safe_open
 
-    from ..export import file_sha256
-
     directory = resolve_checkpoint_dir(directory)
     meta = read_metadata(directory)
     if not meta.reference_sha256:
         return None
     path = directory / REFERENCE_FILE
-    if not path.is_file():
-        raise CheckpointError(f"{path} is recorded in metadata.json but missing; re-copy the checkpoint")
-    if file_sha256(path) != meta.reference_sha256:
-        raise CheckpointError(
-            f"{path} does not match the reference_sha256 recorded in metadata.json: the file is corrupt "
-            "or was modified after training. Re-copy the checkpoint.")
+    verify_file(path, meta.reference_sha256, "reference_sha256", "Re-copy the checkpoint.")
     try:
         with safe_open(str(path), framework="pt", device="cpu") as handle:
             info = handle.metadata() or {}

@@ -343,6 +343,17 @@ def save_checkpoint(
     return target
 
 
+def verify_file(path: Path, expected_sha256: str, field_name: str, remedy: str) -> None:
+    """Raise :class:`CheckpointError` unless ``path`` exists and hashes to ``expected_sha256``
+    (the value recorded as ``field_name`` in metadata.json); ``remedy`` ends the message."""
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing although {METADATA_FILE} records it; {remedy}")
+    if _sha256(path) != expected_sha256:
+        raise CheckpointError(
+            f"{path} does not match the {field_name} recorded in {METADATA_FILE}: the file is corrupt "
+            f"or was modified after it was written. {remedy}")
+
+
 def read_state_dict(directory: Path | str) -> tuple[dict[str, torch.Tensor], CheckpointMetadata]:
     """Read a checkpoint's verified state dict (on CPU) and its metadata.
 
@@ -354,13 +365,7 @@ def read_state_dict(directory: Path | str) -> tuple[dict[str, torch.Tensor], Che
     directory = resolve_checkpoint_dir(directory)
     meta = read_metadata(directory)
     weights = directory / MODEL_FILE
-    if not weights.is_file():
-        raise CheckpointError(f"{weights} is missing; the checkpoint is incomplete")
-    if _sha256(weights) != meta.sha256:
-        raise CheckpointError(
-            f"{weights} does not match the SHA-256 recorded in {METADATA_FILE}: the file is "
-            "corrupt or was modified after saving. Re-copy or re-train the checkpoint."
-        )
+    verify_file(weights, meta.sha256, "SHA-256", "Re-copy or re-train the checkpoint.")
     try:
         # safetensors parses a JSON header and raw tensors only; it never unpickles.
         state = load_file(str(weights), device="cpu")
