@@ -137,3 +137,39 @@ def test_mismatched_reference_shape_is_a_clear_error() -> None:
     _, layer = select_cam_layer(model, 64)
     with pytest.raises(ValueError, match="does not match the layer's activation"):
         integrated_gradients(model, layer, torch.zeros(1, 3, 64, 64), torch.zeros(7, 3, 3))
+
+
+def test_colour_scale_is_the_median_abnormal_peak_and_keeps_weak_maps_faint(tmp_path) -> None:
+    from dataclasses import replace
+
+    from fracturescan.data.transforms import normalise
+    from fracturescan.explain.gradcam import upsample
+    from fracturescan.explain.reference import calibrate
+
+    model = _model()
+    norm = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    ref = compute_reference(model, _pixels(4, 64, 5), input_size=64, **norm)
+    abnormal = _pixels(5, 64, 8)
+    calibrated = calibrate(model, ref, abnormal, **norm)
+    _, layer = select_cam_layer(model, 64)
+    peaks = [float(integrated_gradients(model, layer, normalise(abnormal[i:i + 1]), ref.activation)[0]
+                   .clamp_min(0).max()) for i in range(5)]
+    assert calibrated.abnormal_peak == pytest.approx(float(np.median(peaks)), rel=1e-6)
+    ckpt = save_checkpoint(tmp_path / "best", model, {"input_size": 64, "threshold": 0.5})
+    save_reference(ckpt, calibrated)
+    assert load_reference(ckpt).abnormal_peak == pytest.approx(calibrated.abnormal_peak)
+
+    predictor = Predictor.from_checkpoint(ckpt, device="cpu")
+    image = np.random.default_rng(4).random((60, 40)).astype(np.float32)
+    own = explain_image(replace_reference(predictor, replace(calibrated, abnormal_peak=None)), image)
+    assert own.heatmap.max() == pytest.approx(1.0)  # no scale: stretched to its own maximum
+    faint = explain_image(replace_reference(predictor, replace(calibrated, abnormal_peak=1e6)), image)
+    assert faint.heatmap.max() < 1e-3 and faint.peak == own.peak  # same place, far weaker colour
+    # upsample's full scale, by hand: a 1x2 map [1, 3] scaled to 6 keeps 0.5 at its maximum
+    assert upsample(np.array([[1.0, 3.0]]), (1, 2), full_scale=6.0).max() == pytest.approx(0.5)
+    assert upsample(np.array([[1.0, 3.0]]), (1, 2), full_scale=2.0).max() == pytest.approx(1.0)
+
+
+def replace_reference(predictor: Predictor, reference) -> Predictor:
+    predictor.reference = reference
+    return predictor

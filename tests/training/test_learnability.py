@@ -72,6 +72,7 @@ def test_run_directory_is_complete(phantom_run) -> None:
     reference = load_reference(run / "best")
     assert reference is not None and reference.layer == meta.reference_layer == "features.denseblock2"
     assert reference.input_size == 64 and reference.activation.shape[1:] == (8, 8)
+    assert reference.abnormal_peak is not None and reference.abnormal_peak > 0  # colour scale measured
     card = (run / "best" / "MODEL_CARD.md").read_text()
     assert "synthetic" in card.lower()
 

@@ -111,17 +111,19 @@ def grad_cam(model: nn.Module, layer: nn.Module, inputs: torch.Tensor) -> tuple[
     return attribution[:, 0].detach(), logits_seen[-1].reshape(-1)
 
 
-def upsample(cam: np.ndarray | torch.Tensor, shape: tuple[int, int]) -> np.ndarray:
+def upsample(cam: np.ndarray | torch.Tensor, shape: tuple[int, int], full_scale: float | None = None) -> np.ndarray:
     """Bilinearly resize a (h, w) CAM to ``shape`` and scale it to [0, 1] by its maximum.
 
     ``align_corners=False`` treats each feature cell as covering an equal tile of the image
     (the geometry of a strided CNN on a squashed image). Scaling by the maximum, not min-max,
-    keeps 0 meaning "no positive evidence"; an all-zero CAM stays all zero.
+    keeps 0 meaning "no positive evidence"; an all-zero CAM stays all zero. With
+    ``full_scale``, the map is divided by ``max(its maximum, full_scale)`` instead, so values
+    below ``full_scale`` never reach full colour.
     """
     t = torch.as_tensor(np.asarray(cam, dtype=np.float32))[None, None]
     up = F.interpolate(t, size=tuple(int(s) for s in shape), mode="bilinear", align_corners=False)[0, 0]
     up = up.clamp_min(0.0)
-    top = float(up.max())
+    top = max(float(up.max()), float(full_scale or 0.0))
     return (up / top if top > 0 else up).numpy().astype(np.float32)
 
 
@@ -188,18 +190,18 @@ def explain_image(predictor: "Predictor", image: np.ndarray, *, layer: nn.Module
             attribution, logit, reference_logit = integrated_gradients(
                 predictor.model, layer, inputs, reference.activation)
         cam = attribution.clamp_min(0.0).float().cpu().numpy()
-        used = REFERENCE_IG
+        used, full_scale = REFERENCE_IG, reference.abnormal_peak
     else:
         cams, logits = grad_cam(predictor.model, layer, inputs)
         cam = cams[0].float().cpu().numpy()
         logit = float(logits[0])
-        used = GRAD_CAM
-    heatmap = upsample(cam, image.shape)
+        used, full_scale = GRAD_CAM, None
+    heatmap = upsample(cam, image.shape, full_scale)
     return Explanation(
         probability=float(torch.sigmoid(torch.tensor(logit))),
         logit=logit,
         heatmap=heatmap,
-        model_heatmap=upsample(cam, (predictor.image_size, predictor.image_size)),
+        model_heatmap=upsample(cam, (predictor.image_size, predictor.image_size), full_scale),
         cam=cam,
         peak=heatmap_peak(heatmap),
         layer=name,

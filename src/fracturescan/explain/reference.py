@@ -38,14 +38,25 @@ REFERENCE_FILE = "explain_reference.safetensors"
 MAX_REFERENCE_IMAGES = 512
 
 
+#: Abnormal images whose strongest heatmap cell sets the colour scale (see :func:`calibrate`).
+MAX_SCALE_IMAGES = 64
+
+
 @dataclass(frozen=True)
 class Reference:
-    """Mean activation ``(C, h, w)`` of ``layer`` over ``n_images`` normal images at ``input_size``."""
+    """Mean activation ``(C, h, w)`` of ``layer`` over ``n_images`` normal images at ``input_size``.
+
+    ``abnormal_peak``: the median, over abnormal images, of their strongest attribution cell. A
+    heatmap is coloured relative to it (full colour = as strong as a typical abnormal image's
+    strongest region), so a normal image's weak evidence stays faint instead of being stretched
+    to full colour. None: each heatmap is scaled to its own maximum.
+    """
 
     layer: str
     input_size: int
     activation: torch.Tensor
     n_images: int
+    abnormal_peak: float | None = None
 
 
 def _capture(layer: nn.Module, store: list[torch.Tensor]):
@@ -84,6 +95,31 @@ def compute_reference(model: nn.Module, pixels: torch.Tensor | np.ndarray, *, in
     return Reference(name, int(input_size), (total / len(pixels)).cpu().contiguous(), int(len(pixels)))
 
 
+def calibrate(model: nn.Module, reference: Reference, abnormal: torch.Tensor | np.ndarray, *,
+              mean: tuple[float, ...], std: tuple[float, ...], channels: int = 3, seed: int = 0) -> Reference:
+    """Return ``reference`` with ``abnormal_peak`` measured on uint8 ``(N, H, W)`` abnormal images."""
+    from .integrated import integrated_gradients
+
+    pixels = torch.as_tensor(np.asarray(abnormal) if not isinstance(abnormal, torch.Tensor) else abnormal)
+    if len(pixels) == 0:
+        return reference
+    if len(pixels) > MAX_SCALE_IMAGES:
+        keep = torch.randperm(len(pixels), generator=torch.Generator().manual_seed(seed))[:MAX_SCALE_IMAGES]
+        pixels = pixels[keep.sort().values.to(pixels.device)]
+    device = next(model.parameters()).device
+    name, layer = select_cam_layer(model, reference.input_size, channels)
+    if name != reference.layer:
+        raise ValueError(f"reference is for {reference.layer}, but the model explains {name}")
+    peaks = []
+    for i in range(len(pixels)):
+        x = normalise(pixels[i:i + 1].to(device), mean, std, channels)
+        attribution, _, _ = integrated_gradients(model, layer, x, reference.activation)
+        peaks.append(float(attribution.clamp_min(0).max()))
+    peak = float(np.median(peaks))
+    return Reference(reference.layer, reference.input_size, reference.activation, reference.n_images,
+                     peak if peak > 0 else None)
+
+
 def save_reference(directory: Path | str, reference: Reference) -> Path:
     """Write the reference into a checkpoint directory (atomically) and record its SHA-256."""
     from safetensors.torch import save_file
@@ -94,8 +130,10 @@ def save_reference(directory: Path | str, reference: Reference) -> Path:
     target = directory / REFERENCE_FILE
     tmp = directory / f".{REFERENCE_FILE}.tmp-{uuid.uuid4().hex[:8]}"
     try:
-        save_file({"activation": reference.activation}, str(tmp), metadata={
-            "layer": reference.layer, "input_size": str(reference.input_size), "n_images": str(reference.n_images)})
+        info = {"layer": reference.layer, "input_size": str(reference.input_size), "n_images": str(reference.n_images)}
+        if reference.abnormal_peak is not None:
+            info["abnormal_peak"] = repr(float(reference.abnormal_peak))
+        save_file({"activation": reference.activation}, str(tmp), metadata=info)
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
@@ -122,6 +160,7 @@ def load_reference(directory: Path | str) -> Reference | None:
         with safe_open(str(path), framework="pt", device="cpu") as handle:
             info = handle.metadata() or {}
             activation = handle.get_tensor("activation")
-        return Reference(str(info["layer"]), int(info["input_size"]), activation, int(info["n_images"]))
+        peak = float(info["abnormal_peak"]) if "abnormal_peak" in info else None
+        return Reference(str(info["layer"]), int(info["input_size"]), activation, int(info["n_images"]), peak)
     except Exception as exc:  # safetensors errors, missing keys
         raise CheckpointError(f"{path} is not a valid explanation reference ({exc})") from exc

@@ -31,7 +31,7 @@ from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, augment_batch, normal
 from ..errors import ConfigError, FracturescanError
 from ..evaluation.metrics import aggregate_studies, binary_metrics
 from ..evaluation.threshold import choose_threshold
-from ..explain.reference import compute_reference, save_reference
+from ..explain.reference import calibrate, compute_reference, save_reference
 from ..inference import predict_pixels, resolve_device
 from ..models import build_model, load_checkpoint, save_checkpoint, update_metadata
 from .callbacks import EarlyStopping, atomic_torch_save, write_history
@@ -310,9 +310,14 @@ def _finalise(cfg, run_dir: Path, data: _Data, weights, device, history, early) 
     }
     update_metadata(run_dir / "best", threshold=choice.value,
                     threshold_method=f"{choice.method} on the patient-level hold-out", metrics=metrics)
-    # The typical-normal reference that heatmaps are measured against (explain/reference.py).
-    normals = data.x_train[data.y_train == 0]
-    save_reference(run_dir / "best", compute_reference(
-        model, normals, input_size=cfg.image_size, mean=IMAGENET_MEAN, std=IMAGENET_STD, seed=cfg.seed))
+    # The typical-normal reference that heatmaps are measured against, and their colour scale
+    # from the hold-out's abnormal images (explain/reference.py).
+    reference = compute_reference(model, data.x_train[data.y_train == 0], input_size=cfg.image_size,
+                                  mean=IMAGENET_MEAN, std=IMAGENET_STD, seed=cfg.seed)
+    abnormal = data.x_hold[data.y_hold == 1]
+    if len(abnormal) == 0:
+        abnormal = data.x_train[data.y_train == 1].cpu()
+    save_reference(run_dir / "best", calibrate(model, reference, abnormal, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                                               seed=cfg.seed))
     log.info("Threshold %.4f (%s on hold-out); best checkpoint in %s", choice.value, choice.method, run_dir / "best")
     return TrainResult(run_dir, run_dir / "best", len(history), early.best, choice.value, metrics)
