@@ -99,3 +99,28 @@ def test_evaluate_on_phantoms_writes_json(checkpoint: Path, tmp_path: Path) -> N
     from fracturescan.models.checkpoint import read_metadata
 
     assert report["model_sha256"] == read_metadata(checkpoint).sha256
+
+
+def test_build_reference_upgrades_an_old_checkpoint(checkpoint: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from fracturescan.data.synth import generate_mura_phantoms
+    from fracturescan.explain.reference import load_reference
+    from fracturescan.models.checkpoint import read_metadata
+
+    ckpt = tmp_path / "old"
+    shutil.copytree(checkpoint, ckpt)
+    assert load_reference(ckpt) is None  # trained without one: heatmaps were Grad-CAM
+    root = tmp_path / "MURA-v1.1"
+    generate_mura_phantoms(root, studies=12, size=48, seed=4)
+    target = tmp_path / "pg.json"
+    result = _runner().invoke(app, ["explain", str(ckpt), "--build-reference", str(root),
+                                    "--evaluate", str(root), "--json", str(target)])
+    assert result.exit_code == 0, result.stderr
+    assert "Reference stored" in result.stdout
+    reference = load_reference(ckpt)
+    n_normal = sum(1 for p in (root / "train").rglob("*.png") if "_negative" in str(p))
+    assert reference is not None and reference.n_images == n_normal
+    assert reference.abnormal_peak is not None
+    assert read_metadata(ckpt).reference_layer == reference.layer
+    assert json.loads(target.read_text())["method"] == "reference-ig"  # the heatmaps now use it

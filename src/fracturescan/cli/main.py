@@ -266,6 +266,10 @@ def explain(
     margin: float = typer.Option(0.05, "--margin", min=0.0, max=0.5, help="Box dilation (fraction of image side)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Pointing-game JSON (default OUT or MODEL/pointing_<split>.json)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda."),
+    build_ref: Optional[Path] = typer.Option(
+        None, "--build-reference",
+        help="Training data (MURA root, CSV or folder): compute and store the checkpoint's typical-normal "
+             "reference from its train split first (for checkpoints trained without one)."),
     method: str = typer.Option(
         "auto", "--method",
         help="auto (integrated gradients from the checkpoint's typical-normal reference when it has one, "
@@ -276,6 +280,15 @@ def explain(
     from ..explain.pointing import pointing_game, write_pointing_json
     from ..inference import Predictor
 
+    if build_ref is not None:
+        from ..explain.reference import build_reference
+
+        ref = build_reference(model, build_ref, device=device)
+        scale = "none" if ref.abnormal_peak is None else f"{ref.abnormal_peak:.3g}"
+        typer.echo(f"Reference stored: {ref.layer} at {ref.input_size} px from {ref.n_images} normal images "
+                   f"(colour scale {scale}).")
+        if not images and evaluate is None:
+            return
     if not images and evaluate is None:
         raise FracturescanError("Give image files/folders with --out DIR, or --evaluate DATA.")
     if images and out is None:

@@ -164,3 +164,42 @@ def load_reference(directory: Path | str) -> Reference | None:
         return Reference(str(info["layer"]), int(info["input_size"]), activation, int(info["n_images"]), peak)
     except Exception as exc:  # safetensors errors, missing keys
         raise CheckpointError(f"{path} is not a valid explanation reference ({exc})") from exc
+
+
+def build_reference(directory: Path | str, data: Path | str, *, body_part: str = "all",
+                    device: str = "auto") -> Reference:
+    """Compute, calibrate and store the reference of an existing checkpoint from ``data``'s
+    ``train`` split (for checkpoints trained before fracturescan wrote one, or on other data).
+
+    Normals give the reference (up to :data:`MAX_REFERENCE_IMAGES`), abnormal images the colour
+    scale (up to :data:`MAX_SCALE_IMAGES`). Use the data the model was trained on.
+
+    Raises:
+        DatasetError: the split lacks normal images (or cannot be read).
+    """
+    from ..data.cache import build_cache
+    from ..data.sources import open_dataset
+    from ..errors import DatasetError
+    from ..inference import Predictor
+
+    predictor = Predictor.from_checkpoint(directory, device=device, backend="torch")
+    meta = predictor.metadata
+    train = open_dataset(Path(data), body_part).split("train")
+    rng = np.random.default_rng(0)
+
+    def pixels(label: int, limit: int) -> np.ndarray:
+        records = [r for r in train if r.label == label]
+        if len(records) > limit:
+            records = [records[i] for i in sorted(rng.choice(len(records), limit, replace=False))]
+        if not records:
+            return np.zeros((0, predictor.image_size, predictor.image_size), np.uint8)
+        return np.array(build_cache(records, predictor.image_size, None, desc=f"reading label {label}").pixels)
+
+    normals = pixels(0, MAX_REFERENCE_IMAGES)
+    if len(normals) == 0:
+        raise DatasetError(f"{data} has no normal image in its train split: the reference needs some.")
+    norm = dict(mean=tuple(meta.mean), std=tuple(meta.std), channels=int(meta.channels))
+    reference = compute_reference(predictor.model, normals, input_size=predictor.image_size, **norm)
+    reference = calibrate(predictor.model, reference, pixels(1, MAX_SCALE_IMAGES), **norm)
+    save_reference(directory, reference)
+    return reference
