@@ -52,9 +52,9 @@ def test_writes_captioned_overlays_for_files_and_folders(checkpoint: Path, tmp_p
                                     "--out", str(out), "--alpha", "0.5"])
     assert result.exit_code == 0, result.stderr
     written = sorted(p.name for p in out.glob("*.png"))
-    assert written == ["p1_study1_positive_image1_gradcam.png", "p2_study1_positive_image1_gradcam.png",
-                       "single_gradcam.png"]
-    figure = Image.open(out / "p2_study1_positive_image1_gradcam.png")
+    assert written == ["p1_study1_positive_image1_heatmap.png", "p2_study1_positive_image1_heatmap.png",
+                       "single_heatmap.png"]
+    figure = Image.open(out / "p2_study1_positive_image1_heatmap.png")
     # a 40 x 50 image is enlarged to a 512-px long side (410 x 512) so the caption stays legible
     assert figure.mode == "RGB" and figure.width == 410 and figure.height > 512  # image + caption
     assert "P(abnormal)=" in result.stdout

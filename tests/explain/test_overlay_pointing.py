@@ -86,6 +86,6 @@ def test_read_annotations_errors(tmp_path: Path) -> None:
 
 def test_figure_names_unique_for_mura_trees() -> None:
     paths = [Path("p1/study1_positive/image1.png"), Path("p2/study1_positive/image1.png"), Path("p2/x.png")]
-    assert figure_names(paths) == ["p1_study1_positive_image1_gradcam.png",
-                                   "p2_study1_positive_image1_gradcam.png", "x_gradcam.png"]
-    assert figure_names([Path("a/b.png")]) == ["b_gradcam.png"]
+    assert figure_names(paths) == ["p1_study1_positive_image1_heatmap.png",
+                                   "p2_study1_positive_image1_heatmap.png", "x_heatmap.png"]
+    assert figure_names([Path("a/b.png")]) == ["b_heatmap.png"]

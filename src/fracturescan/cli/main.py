@@ -259,7 +259,7 @@ def app_command(
 def explain(
     model: Path = typer.Argument(..., help="Run or checkpoint directory."),
     images: Optional[list[Path]] = typer.Argument(None, help="Image files, study folders or a whole tree."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Folder for the <name>_gradcam.png overlays."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for the <name>_heatmap.png overlays."),
     alpha: float = typer.Option(0.4, "--alpha", min=0.0, max=1.0, help="Heatmap opacity (0 to 1)."),
     evaluate: Optional[Path] = typer.Option(None, "--evaluate", help="Phantom data set: run the pointing game."),
     split: str = typer.Option("valid", "--split", help="Split scored by --evaluate."),

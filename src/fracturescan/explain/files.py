@@ -1,4 +1,4 @@
-"""Explain image files and folders into captioned ``<name>_gradcam.png`` figures."""
+"""Explain image files and folders into captioned ``<name>_heatmap.png`` figures."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ class ExplainedFile:
 
 
 def figure_names(paths: list[Path]) -> list[str]:
-    """``<stem>_gradcam.png`` per path; clashing names get parent folders prepended until unique.
+    """``<stem>_heatmap.png`` per path; clashing names get parent folders prepended until unique.
 
     MURA names every file ``imageN.png``, so a whole tree needs ``patient_study_image`` names,
     while a lone file keeps its own stem.
@@ -46,7 +46,7 @@ def figure_names(paths: list[Path]) -> list[str]:
         clashing = {n for n in names if names.count(n) > 1}
         grow = [i for i, n in enumerate(names) if n in clashing and depths[i] <= len(paths[i].parts)]
         if not grow:
-            return [f"{n}_gradcam.png" for n in names]
+            return [f"{n}_heatmap.png" for n in names]
         for i in grow:
             depths[i] += 1
 
