@@ -32,3 +32,13 @@ def test_inference_latency_smoke() -> None:
     out = _run("inference_latency.py", "--arch", "resnet18", "--image-size", "32", "--source-size", "64",
                "--runs", "3", "--warmup", "1", "--batch", "4", "--batch-runs", "1", "--threads", "1")
     assert "torch" in out.lower() and "onnx" in out.lower()
+
+
+def test_cuda_graph_parity_check_refuses_a_cpu_clearly() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: run benchmarks/cuda_graph_parity.py itself")
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "cuda_graph_parity.py")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "needs a CUDA device" in done.stderr
