@@ -15,7 +15,6 @@ are imported only when used.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import uuid
@@ -30,7 +29,7 @@ import torch
 
 from .data.transforms import normalise
 from .errors import CheckpointError, MissingExtraError
-from .models.checkpoint import load_checkpoint, read_metadata, resolve_checkpoint_dir, update_metadata
+from .models.checkpoint import file_sha256, load_checkpoint, read_metadata, resolve_checkpoint_dir, update_metadata
 
 log = logging.getLogger(__name__)
 
@@ -73,15 +72,6 @@ def onnxruntime_available() -> bool:
     except MissingExtraError:
         return False
     return True
-
-
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class OnnxModel:

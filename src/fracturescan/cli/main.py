@@ -292,7 +292,7 @@ def explain(
     if not images and evaluate is None:
         raise FracturescanError("Give image files/folders with --out DIR, or --evaluate DATA.")
     if images and out is None:
-        raise FracturescanError("Give --out DIR: the folder to write the Grad-CAM overlays to.")
+        raise FracturescanError("Give --out DIR: the folder to write the heatmap overlays to.")
     predictor = Predictor.from_checkpoint(model, device=device, backend="torch")
     if images:
         results = explain_paths(predictor, images, out, alpha, method=method)

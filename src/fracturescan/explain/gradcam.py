@@ -75,7 +75,7 @@ class Explanation:
     cam: np.ndarray
     peak: tuple[int, int] | None
     layer: str = "cam_layer"
-    method: str = "grad-cam"
+    method: str = GRAD_CAM
     reference_logit: float | None = None
 
 

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from ..data.images import read_image
 from ..data.sources import open_dataset
 from ..errors import DatasetError
-from .gradcam import explain_image
+from .gradcam import GRAD_CAM, explain_image
 
 if TYPE_CHECKING:
     from ..inference import Predictor
@@ -114,7 +114,7 @@ class PointingResult:
     synthetic: bool
     cases: list[PointingCase] = field(default_factory=list)
     model_sha256: str | None = None  # the scored checkpoint's weights, so a stale file is spotted
-    method: str = "grad-cam"  # how the heatmaps were made ("grad-cam" or "reference-ig")
+    method: str = GRAD_CAM  # how the heatmaps were made (GRAD_CAM or REFERENCE_IG)
 
     def to_dict(self) -> dict:
         """JSON-ready dict (cases included)."""

@@ -28,7 +28,7 @@ from torch import nn
 
 from ..data.transforms import normalise
 from ..errors import CheckpointError
-from ..models.checkpoint import read_metadata, resolve_checkpoint_dir, update_metadata, verify_file
+from ..models.checkpoint import file_sha256, read_metadata, resolve_checkpoint_dir, update_metadata, verify_file
 from .layers import select_cam_layer
 
 log = logging.getLogger(__name__)
@@ -36,8 +36,6 @@ log = logging.getLogger(__name__)
 REFERENCE_FILE = "explain_reference.safetensors"
 #: Normal images averaged into the reference (a random subset when there are more).
 MAX_REFERENCE_IMAGES = 512
-
-
 #: Abnormal images whose strongest heatmap cell sets the colour scale (see :func:`calibrate`).
 MAX_SCALE_IMAGES = 64
 
@@ -63,6 +61,15 @@ def _capture(layer: nn.Module, store: list[torch.Tensor]):
     return layer.register_forward_hook(lambda _m, _i, out: store.append(out.detach().float()))
 
 
+def _subsample(pixels: torch.Tensor | np.ndarray, limit: int, seed: int) -> torch.Tensor:
+    """``pixels`` as a tensor, cut to a seeded random ``limit`` images (kept in their order)."""
+    pixels = torch.as_tensor(np.asarray(pixels) if not isinstance(pixels, torch.Tensor) else pixels)
+    if pixels.ndim > 0 and len(pixels) > limit:
+        keep = torch.randperm(len(pixels), generator=torch.Generator().manual_seed(seed))[:limit]
+        pixels = pixels[keep.sort().values.to(pixels.device)]
+    return pixels
+
+
 @torch.no_grad()
 def compute_reference(model: nn.Module, pixels: torch.Tensor | np.ndarray, *, input_size: int,
                       mean: tuple[float, ...], std: tuple[float, ...], channels: int = 3,
@@ -72,12 +79,9 @@ def compute_reference(model: nn.Module, pixels: torch.Tensor | np.ndarray, *, in
     The layer is the one :func:`~fracturescan.explain.layers.select_cam_layer` picks for this
     model and input size, so the reference always matches the heatmap's grid.
     """
-    pixels = torch.as_tensor(np.asarray(pixels) if not isinstance(pixels, torch.Tensor) else pixels)
+    pixels = _subsample(pixels, MAX_REFERENCE_IMAGES, seed)
     if pixels.ndim != 3 or len(pixels) == 0:
         raise ValueError(f"compute_reference needs a non-empty (N, H, W) uint8 batch, got {tuple(pixels.shape)}")
-    if len(pixels) > MAX_REFERENCE_IMAGES:
-        keep = torch.randperm(len(pixels), generator=torch.Generator().manual_seed(seed))[:MAX_REFERENCE_IMAGES]
-        pixels = pixels[keep.sort().values.to(pixels.device)]
     model.eval()
     device = next(model.parameters()).device
     name, layer = select_cam_layer(model, input_size, channels)
@@ -100,12 +104,9 @@ def calibrate(model: nn.Module, reference: Reference, abnormal: torch.Tensor | n
     """Return ``reference`` with ``abnormal_peak`` measured on uint8 ``(N, H, W)`` abnormal images."""
     from .integrated import integrated_gradients
 
-    pixels = torch.as_tensor(np.asarray(abnormal) if not isinstance(abnormal, torch.Tensor) else abnormal)
+    pixels = _subsample(abnormal, MAX_SCALE_IMAGES, seed)
     if len(pixels) == 0:
         return reference
-    if len(pixels) > MAX_SCALE_IMAGES:
-        keep = torch.randperm(len(pixels), generator=torch.Generator().manual_seed(seed))[:MAX_SCALE_IMAGES]
-        pixels = pixels[keep.sort().values.to(pixels.device)]
     device = next(model.parameters()).device
     name, layer = select_cam_layer(model, reference.input_size, channels)
     if name != reference.layer:
@@ -123,8 +124,6 @@ def calibrate(model: nn.Module, reference: Reference, abnormal: torch.Tensor | n
 def save_reference(directory: Path | str, reference: Reference) -> Path:
     """Write the reference into a checkpoint directory (atomically) and record its SHA-256."""
     from safetensors.torch import save_file
-
-    from ..export import file_sha256
 
     directory = resolve_checkpoint_dir(directory)
     target = directory / REFERENCE_FILE

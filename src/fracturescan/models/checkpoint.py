@@ -130,9 +130,10 @@ def _git_commit() -> str | None:
     return commit if result.returncode == 0 and commit else None
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks."""
     digest = hashlib.sha256()
-    with path.open("rb") as handle:
+    with Path(path).open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
@@ -331,7 +332,7 @@ def save_checkpoint(
     try:
         state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
         save_file(state, str(staging / MODEL_FILE), metadata={"format": "pt"})
-        meta = dataclasses.replace(meta, sha256=_sha256(staging / MODEL_FILE))
+        meta = dataclasses.replace(meta, sha256=file_sha256(staging / MODEL_FILE))
         meta, texts = _render_texts(meta, target.name)
         for name, text in texts.items():
             (staging / name).write_text(text, encoding="utf-8")
@@ -348,7 +349,7 @@ def verify_file(path: Path, expected_sha256: str, field_name: str, remedy: str) 
     (the value recorded as ``field_name`` in metadata.json); ``remedy`` ends the message."""
     if not path.is_file():
         raise CheckpointError(f"{path} is missing although {METADATA_FILE} records it; {remedy}")
-    if _sha256(path) != expected_sha256:
+    if file_sha256(path) != expected_sha256:
         raise CheckpointError(
             f"{path} does not match the {field_name} recorded in {METADATA_FILE}: the file is corrupt "
             f"or was modified after it was written. {remedy}")

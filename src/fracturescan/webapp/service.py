@@ -38,7 +38,10 @@ REFERENCE_HEATMAP_CAPTION = ("Heatmap (integrated gradients against a typical no
 
 def heatmap_caption(method: str | None) -> str:
     """The caption under a heatmap, naming how it was made."""
+    # The literal, not explain's REFERENCE_IG: the app runs without the explain extras too.
     return REFERENCE_HEATMAP_CAPTION if method == "reference-ig" else HEATMAP_CAPTION
+
+
 #: Pointing-game score below which the app warns that a model's heatmaps miss known fractures.
 LOCALISATION_BAR = 0.6
 
