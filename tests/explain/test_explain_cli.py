@@ -124,3 +124,12 @@ def test_build_reference_upgrades_an_old_checkpoint(checkpoint: Path, tmp_path: 
     assert reference.abnormal_peak is not None
     assert read_metadata(ckpt).reference_layer == reference.layer
     assert json.loads(target.read_text())["method"] == "reference-ig"  # the heatmaps now use it
+
+
+def test_unknown_method_is_refused_before_any_work(checkpoint: Path, tmp_path: Path) -> None:
+    result = _runner().invoke(app, ["explain", str(checkpoint), "--evaluate", str(tmp_path / "no-such-data"),
+                                    "--method", "gradcam"])
+    assert result.exit_code == 1
+    # the method is named, not the (also missing) data: nothing was opened first
+    assert result.stderr.strip().splitlines() == [
+        "error: Unknown explanation method 'gradcam'; choose one of auto, grad-cam, reference-ig."]

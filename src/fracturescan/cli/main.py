@@ -277,9 +277,11 @@ def explain(
 ) -> None:
     """Heatmap overlays of the abnormal class, or the pointing game on phantoms (--evaluate)."""
     from ..explain.files import explain_paths
+    from ..explain.gradcam import check_method
     from ..explain.pointing import pointing_game, write_pointing_json
     from ..inference import Predictor
 
+    check_method(method)  # before any model loading or data work
     if build_ref is not None:
         from ..explain.reference import build_reference
 

@@ -145,6 +145,12 @@ def heatmap_peak(heatmap: np.ndarray) -> tuple[int, int] | None:
     return row, col
 
 
+def check_method(method: str) -> None:
+    """Raise :class:`FracturescanError` unless ``method`` is one of :data:`METHODS`."""
+    if method not in METHODS:
+        raise FracturescanError(f"Unknown explanation method {method!r}; choose one of {', '.join(METHODS)}.")
+
+
 def _reference_for(predictor: "Predictor", name: str):
     ref = getattr(predictor, "reference", None)
     if ref is None or ref.layer != name or ref.input_size != predictor.image_size:
@@ -167,8 +173,7 @@ def explain_image(predictor: "Predictor", image: np.ndarray, *, layer: nn.Module
     image = np.asarray(image)
     if image.ndim != 2:
         raise ValueError(f"explain_image expects a 2-D grayscale image, got shape {image.shape}")
-    if method not in METHODS:
-        raise FracturescanError(f"Unknown explanation method {method!r}; choose one of {', '.join(METHODS)}.")
+    check_method(method)
     meta = predictor.metadata
     pixels = torch.from_numpy(predictor.preprocess(image)[None]).to(predictor.device)
     inputs = normalise(pixels, tuple(meta.mean), tuple(meta.std), int(meta.channels))
