@@ -76,3 +76,17 @@ def engine(app_env: dict[str, str]):
     users.ensure_admin(engine, ADMIN_PASSWORD)
     users.create_user(engine, "drsmith", DOCTOR_PASSWORD, "doctor", actor="test")
     return engine
+
+
+@pytest.fixture(autouse=True)
+def _restore_package_logger():
+    """AppTest runs the app inside the test process, and the app sends the ``fracturescan`` log
+    to stderr at INFO (right for a server). Undo that after each test, so a later CLI test sees
+    the CLI's own logging choice (one error line), whatever order the tests run in."""
+    import logging
+
+    logger = logging.getLogger("fracturescan")
+    level, handlers = logger.level, list(logger.handlers)
+    yield
+    logger.setLevel(level)
+    logger.handlers[:] = handlers

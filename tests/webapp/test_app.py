@@ -260,7 +260,7 @@ class _FakeExplanation:
 
 def test_heatmap_toggle_and_opacity_use_the_explain_api(engine, monkeypatch: pytest.MonkeyPatch) -> None:
     """The page shows explain's overlay at the chosen opacity, with its caption, and hides it."""
-    import fracturescan.webapp.service as service
+    import fracturescan.service as service
 
     calls: list[float] = []
 

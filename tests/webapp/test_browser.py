@@ -125,7 +125,7 @@ def _admin_audit_page(browser, url: str, shots: Path) -> None:
 def test_browser_login_upload_screenshots_and_audit(server: str, engine, tmp_path: Path) -> None:
     sync_api = pytest.importorskip("playwright.sync_api")
     from fracturescan.store.db import AuditImage, AuditStudy
-    from fracturescan.webapp.service import _explain_api
+    from fracturescan.service import _explain_api
 
     heatmaps = _explain_api() is not None
     shots = Path(os.environ.get("FRACTURESCAN_SCREENSHOTS") or tmp_path / "screenshots")

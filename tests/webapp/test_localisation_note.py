@@ -15,7 +15,7 @@ from .test_app import login, new_app, texts
 
 from fracturescan.models.checkpoint import read_metadata  # noqa: E402
 from fracturescan.webapp.config import ENV_MODELS_DIR  # noqa: E402
-from fracturescan.webapp.service import LOCALISATION_BAR, discover_models  # noqa: E402
+from fracturescan.service import LOCALISATION_BAR, discover_models  # noqa: E402
 
 
 def _write(folder: Path, sha: str | None, score: float | None, n_tp: int = 40, split: str = "valid") -> Path:

@@ -21,7 +21,7 @@ from fracturescan.store.audit import (  # noqa: E402
 )
 from fracturescan.store.db import APPEND_ONLY_TABLES, utcnow  # noqa: E402
 from fracturescan.webapp.config import AppConfig  # noqa: E402
-from fracturescan.webapp.service import discover_models  # noqa: E402
+from fracturescan.service import discover_models  # noqa: E402
 
 MODEL = ModelRecord("run_x", "sha256:abc", "ab" * 32, synthetic=True)
 

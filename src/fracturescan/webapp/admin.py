@@ -14,7 +14,7 @@ from fracturescan.store.audit import audit_csv, audit_rows, recent_events
 from fracturescan.store.db import utcnow
 from fracturescan.store.users import UserInfo
 
-from .service import ModelChoice
+from fracturescan.service import ModelChoice
 
 
 def _attempt(action: Callable[[], None], success: str) -> None:

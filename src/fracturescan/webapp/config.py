@@ -44,7 +44,7 @@ class AppConfig:
         """Streamlit's ``server.maxUploadSize`` (whole MB, at least 1) covering the limit.
 
         Streamlit counts MiB (2**20 bytes), so rounding up always admits every file the app's
-        own, exact check (:func:`~fracturescan.webapp.service.check_upload_size`) accepts.
+        own, exact check (:func:`~fracturescan.service.check_upload_size`) accepts.
         """
         return max(1, math.ceil(self.max_upload_mb))
 

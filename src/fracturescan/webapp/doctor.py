@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 from fracturescan.store.audit import ImageRecord, ModelRecord, record_analysis, record_feedback
 from fracturescan.store.users import UserInfo
 
-from .service import (INTENDED_USE, LOCALISATION_BAR, Analysis, ModelChoice, analyse_uploads, heatmap_caption,
+from fracturescan.service import (INTENDED_USE, LOCALISATION_BAR, Analysis, ModelChoice, analyse_uploads, heatmap_caption,
                       make_overlay)
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ from fracturescan.store.users import UserInfo
 
 from . import admin, auth, doctor
 from .config import AppConfig
-from .service import ModelChoice, discover_models
+from fracturescan.service import active_model, active_threshold, discover_models
 
 log = logging.getLogger("fracturescan.webapp")
 
@@ -76,21 +76,6 @@ def get_predictor(path: str, sha256: str) -> Any:
     from fracturescan.inference import Predictor
 
     return Predictor.from_checkpoint(path)
-
-
-def active_model(engine: Engine, models: list[ModelChoice]) -> ModelChoice | None:
-    """The admin's chosen model, or the first one found when none was chosen (or it vanished)."""
-    wanted = settings.get_setting(engine, settings.ACTIVE_MODEL)
-    for choice in models:
-        if choice.model_id == wanted:
-            return choice
-    return models[0] if models else None
-
-
-def active_threshold(engine: Engine, choice: ModelChoice) -> float:
-    """The admin's threshold for this model, else the one stored in its checkpoint."""
-    stored = settings.get_setting(engine, settings.threshold_key(choice.metadata.sha256))
-    return float(stored) if stored is not None else float(choice.metadata.threshold)
 
 
 def _navigation(user: UserInfo, current: str) -> None:

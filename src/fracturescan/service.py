@@ -1,11 +1,14 @@
-"""App logic without Streamlit: model discovery, analysis of uploads, heatmap overlays.
+"""What the web app and the REST API share: model discovery, the active model and threshold,
+analysis of uploaded files, heatmap overlays.
 
-No ML lives here: probabilities come from :class:`~fracturescan.inference.Predictor` and
-heatmaps from :mod:`fracturescan.explain`, through the one adapter :func:`explain_one`.
+Neither Streamlit nor FastAPI is imported here, and no ML lives here: probabilities come from
+:class:`~fracturescan.inference.Predictor` and heatmaps from :mod:`fracturescan.explain`,
+through the one adapter :func:`explain_one`.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -61,6 +64,16 @@ class LocalisationCheck:
         return self.score is not None and self.score >= LOCALISATION_BAR
 
 
+@functools.lru_cache(maxsize=256)
+def _read_pointing(file: Path, mtime_ns: int, size: int) -> tuple[str | None, LocalisationCheck]:
+    """(model SHA-256, result) of one pointing-game file; cached until the file changes
+    (the app asks on every rerun)."""
+    data = json.loads(file.read_text(encoding="utf-8"))
+    score = None if data["score"] is None else float(data["score"])
+    return data.get("model_sha256"), LocalisationCheck(score, int(data["n_true_positive"]),
+                                                       str(data["split"]), file)
+
+
 @dataclass(frozen=True)
 class ModelChoice:
     """A checkpoint the admin can activate."""
@@ -85,15 +98,13 @@ class ModelChoice:
         found = []
         for file in (f for folder in folders for f in folder.glob("pointing_*.json")):
             try:
-                data = json.loads(file.read_text(encoding="utf-8"))
-                if data.get("model_sha256") != self.metadata.sha256:
-                    continue
-                check = LocalisationCheck(None if data["score"] is None else float(data["score"]),
-                                          int(data["n_true_positive"]), str(data["split"]), file)
+                stat = file.stat()
+                model_sha256, check = _read_pointing(file, stat.st_mtime_ns, stat.st_size)
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 log.warning("Ignoring unreadable pointing-game file %s: %s", file, exc)
                 continue
-            found.append((file.stat().st_mtime, check))
+            if model_sha256 == self.metadata.sha256:
+                found.append((stat.st_mtime_ns, check))
         return max(found, key=lambda item: item[0])[1] if found else None
 
     def model_card(self) -> str:
@@ -129,6 +140,25 @@ def discover_models(models_dir: Path | None, extra: Sequence[Path] = ()) -> list
         model_id = name if name not in found else f"{candidate.parent.name}/{name}"
         found[model_id] = ModelChoice(model_id, path, meta)
     return list(found.values())
+
+
+def active_model(engine: Any, models: list[ModelChoice]) -> ModelChoice | None:
+    """The admin's chosen model, or the first one found when none was chosen (or it vanished)."""
+    from fracturescan.store import settings
+
+    wanted = settings.get_setting(engine, settings.ACTIVE_MODEL)
+    for choice in models:
+        if choice.model_id == wanted:
+            return choice
+    return models[0] if models else None
+
+
+def active_threshold(engine: Any, choice: ModelChoice) -> float:
+    """The admin's threshold for this model, else the one stored in its checkpoint."""
+    from fracturescan.store import settings
+
+    stored = settings.get_setting(engine, settings.threshold_key(choice.metadata.sha256))
+    return float(stored) if stored is not None else float(choice.metadata.threshold)
 
 
 @dataclass
