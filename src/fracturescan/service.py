@@ -136,7 +136,7 @@ def discover_models(models_dir: Path | None, extra: Sequence[Path] = ()) -> list
         if path in seen:
             continue
         seen.add(path)
-        name = candidate.name if path.name == "best" else path.name
+        name = path.parent.name if path.name == "best" else path.name
         model_id = name if name not in found else f"{candidate.parent.name}/{name}"
         found[model_id] = ModelChoice(model_id, path, meta)
     return list(found.values())
@@ -208,10 +208,11 @@ def _explain_api() -> tuple[Callable[..., Any], Callable[..., Any]] | None:
     return explain_image, overlay
 
 
-def explain_one(predictor: Any, image: np.ndarray) -> tuple[float, np.ndarray | None, str | None]:
+def explain_one(predictor: Any, image: np.ndarray,
+                heatmap: bool = True) -> tuple[float, np.ndarray | None, str | None]:
     """THE adapter to the explain API: (probability, heatmap in [0,1] at image size or None,
-    the heatmap's method or None)."""
-    api = _explain_api()
+    the heatmap's method or None). ``heatmap=False`` only scores the image (faster)."""
+    api = _explain_api() if heatmap else None
     if api is None:
         pixels = predictor.preprocess(image)
         return float(predictor.probabilities(pixels[None])[0]), None, None
@@ -266,16 +267,17 @@ def check_upload_size(name: str, size: int, max_bytes: int | None) -> None:
 
 
 def analyse_uploads(predictor: Any, uploads: Sequence[tuple[str, bytes]], threshold: float,
-                    keep_pixels: bool = False,
-                    max_bytes: int | None = None) -> tuple[Analysis, dict[str, bytes]]:
-    """Read, score and explain each upload; unreadable files get the reader's message.
+                    keep_pixels: bool = False, max_bytes: int | None = None,
+                    heatmaps: bool = True) -> tuple[Analysis, dict[str, bytes]]:
+    """Read, score and (unless ``heatmaps`` is False) explain each upload; unreadable files get
+    the reader's message.
 
     Files larger than ``max_bytes`` are refused before anything else looks at them.
     Returns the analysis and, when ``keep_pixels``, {sha256: PNG of the decoded pixels}.
     """
     start = time.perf_counter()
     images, stored = [], {}
-    heatmaps = _explain_api() is not None
+    heatmaps = heatmaps and _explain_api() is not None
     for name, data in uploads:
         try:
             check_upload_size(name, len(data), max_bytes)
@@ -290,7 +292,7 @@ def analyse_uploads(predictor: Any, uploads: Sequence[tuple[str, bytes]], thresh
         images.append(item)
         try:
             image = read_image(data, name=name)
-            item.probability, heatmap, item.heatmap_method = explain_one(predictor, image)
+            item.probability, heatmap, item.heatmap_method = explain_one(predictor, image, heatmaps)
         except FracturescanError as exc:
             item.error = str(exc)
             log.info("upload %s… could not be analysed: %s", digest[:12], type(exc).__name__)
@@ -304,3 +306,30 @@ def analyse_uploads(predictor: Any, uploads: Sequence[tuple[str, bytes]], thresh
     analysis = Analysis(images, threshold, time.perf_counter() - start, heatmaps_available=heatmaps)
     log.info("analysed %d upload(s) in %.2f s", len(images), analysis.seconds)
     return analysis, stored
+
+
+def analyse_and_record(engine: Any, user: Any, choice: ModelChoice, predictor: Any, threshold: float,
+                       uploads: Sequence[tuple[str, bytes]], *, store_pixels: bool = False,
+                       max_bytes: int | None = None, heatmaps: bool = True) -> Analysis:
+    """:func:`analyse_uploads`, then one audit record for the readable images (its id lands in
+    ``analysis.audit_id``; none is written when no file could be read). ``user`` is the
+    :class:`~fracturescan.store.users.UserInfo` of whoever asked (web login or API key)."""
+    from fracturescan.store.audit import ImageRecord, ModelRecord, record_analysis
+
+    analysis, pixels = analyse_uploads(predictor, uploads, threshold, keep_pixels=store_pixels,
+                                       max_bytes=max_bytes, heatmaps=heatmaps)
+    records = [ImageRecord(i.sha256, i.file_type, i.probability, i.dicom_info, pixels.get(i.sha256))
+               for i in analysis.readable]
+    if records:
+        model = ModelRecord(choice.model_id, choice.version, choice.metadata.sha256, choice.metadata.synthetic)
+        analysis.audit_id = record_analysis(engine, user, model, threshold, records)
+    return analysis
+
+
+def overlay_png(item: AnalysedImage, alpha: float = 0.4) -> bytes | None:
+    """RGB PNG of ``item``'s heatmap over its (display-sized) image; None without a heatmap."""
+    if item.heatmap is None or item.display is None:
+        return None
+    buffer = io.BytesIO()
+    Image.fromarray(make_overlay(item.display, item.heatmap, alpha)).save(buffer, "PNG")
+    return buffer.getvalue()

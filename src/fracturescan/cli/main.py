@@ -16,36 +16,11 @@ import typer
 
 from ..errors import FracturescanError
 from . import output
-
-app = typer.Typer(
-    name="fracturescan",
-    help="Detect fractures and other abnormalities in musculoskeletal radiographs (MURA).",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-
-
-def command(name: str | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Register a command whose FracturescanErrors become one line on stderr and exit code 1."""
-
-    def register(fn: Callable[..., Any]) -> Callable[..., Any]:
-        @functools.wraps(fn)
-        def guarded(*args: Any, **kwargs: Any) -> Any:
-            try:
-                return fn(*args, **kwargs)
-            except FracturescanError as exc:
-                typer.echo(f"error: {exc}", err=True)
-                raise typer.Exit(1) from None
-
-        return app.command(name)(guarded)
-
-    return register
-
+from .core import app, command
 
 #: Long-running commands report progress at INFO; the others stay quiet unless something is wrong,
 #: so a user error prints exactly one line.
-_CHATTY = frozenset({"train", "evaluate", "synth", "export", "app"})
+_CHATTY = frozenset({"train", "evaluate", "synth", "export", "app", "serve"})
 
 
 @app.callback()
@@ -314,6 +289,9 @@ def explain(
                    f"{result.n_true_positive} true-positive images of {result.n_annotated_positive} annotated "
                    f"positives (all positives: {result.score_all_positives:.3f}; random peak ≈ "
                    f"{(result.chance or 0):.3f}). JSON: {target}")
+
+
+from . import server  # noqa: E402,F401  (registers `serve` and `api-key`; after the commands above)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,5 @@
-"""Persistence for the web app (SQLAlchemy): users, settings and the append-only audit trail.
+"""Persistence for the web app and the REST API (SQLAlchemy): users, API keys, settings and the
+append-only audit trail.
 
-Needs the ``app`` extra (sqlalchemy, argon2-cffi); nothing outside the web app imports it.
+Needs the ``app`` or ``api`` extra (sqlalchemy, argon2-cffi); training and evaluation never import it.
 """

@@ -1,4 +1,5 @@
-"""Database schema and engine for the web app: users, settings, events and the audit trail.
+"""Database schema and engine for the web app and the REST API: users, API keys, settings,
+events and the audit trail.
 
 SQLite (a file, WAL mode) is the default; any SQLAlchemy URL such as
 ``postgresql+psycopg://user:pass@host/db`` works the same. Timestamps are stored as UTC.
@@ -80,6 +81,21 @@ class User(Base):
     # Bumped on disable, role change and password reset: open sessions notice and end.
     session_version: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ApiKey(Base):
+    """A REST API key of one user. Only the key's SHA-256 is stored; the key is shown once."""
+
+    __tablename__ = "api_keys"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    # The first characters of the key, so a user can tell keys apart without the secret.
+    prefix: Mapped[str] = mapped_column(String(16))
+    key_sha256: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class Setting(Base):

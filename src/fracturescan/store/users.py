@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from fracturescan.errors import FracturescanError
 
-from .db import Event, User, utcnow
+from .db import Event, User, make_engine, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -232,3 +232,17 @@ def set_password(engine: Engine, username: str, password: str, *, actor: str,
         user.must_change_password = must_change
         user.failed_logins, user.locked_until = 0, None
     _update(engine, username, actor, "password_reset" if must_change else "password_changed", "", change)
+
+
+def open_store(url: str) -> Engine:
+    """The database at ``url``, ready: tables created and, on an empty user table, the first
+    ``admin`` (from ``FRACTURESCAN_ADMIN_PASSWORD``, else a one-time password written to the
+    server log only: whoever started the server is the first admin)."""
+    import os
+
+    engine = make_engine(url)
+    one_time = ensure_admin(engine, os.environ.get(ADMIN_PASSWORD_ENV))
+    if one_time:
+        log.warning("Created user 'admin' with one-time password: %s (change it at first login)",
+                    one_time)
+    return engine

@@ -9,11 +9,10 @@ from typing import Any
 import streamlit as st
 from sqlalchemy import Engine
 
-from fracturescan.store.audit import ImageRecord, ModelRecord, record_analysis, record_feedback
+from fracturescan.service import (INTENDED_USE, LOCALISATION_BAR, Analysis, ModelChoice, analyse_and_record,
+                                  heatmap_caption, make_overlay)
+from fracturescan.store.audit import record_feedback
 from fracturescan.store.users import UserInfo
-
-from fracturescan.service import (INTENDED_USE, LOCALISATION_BAR, Analysis, ModelChoice, analyse_uploads, heatmap_caption,
-                      make_overlay)
 
 log = logging.getLogger(__name__)
 
@@ -68,14 +67,8 @@ def _run_analysis(engine: Engine, user: UserInfo, choice: ModelChoice, predictor
                   threshold: float, store_pixels: bool, files: list[Any], max_upload_mb: float) -> None:
     uploads = [(f.name, f.getvalue()) for f in files]
     with st.spinner("Analysing…"):
-        analysis, pixels = analyse_uploads(predictor, uploads, threshold, keep_pixels=store_pixels,
-                                           max_bytes=int(max_upload_mb * 1_000_000))
-    records = [ImageRecord(i.sha256, i.file_type, i.probability, i.dicom_info, pixels.get(i.sha256))
-               for i in analysis.readable]
-    if records:
-        model = ModelRecord(choice.model_id, choice.version, choice.metadata.sha256,
-                            choice.metadata.synthetic)
-        analysis.audit_id = record_analysis(engine, user, model, threshold, records)
+        analysis = analyse_and_record(engine, user, choice, predictor, threshold, uploads,
+                                      store_pixels=store_pixels, max_bytes=int(max_upload_mb * 1_000_000))
     st.session_state[_RESULT] = analysis
 
 

@@ -8,7 +8,6 @@ a refusal, never the page.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -18,7 +17,6 @@ from sqlalchemy import Engine
 
 from fracturescan.store import settings, users
 from fracturescan.store.audit import log_event
-from fracturescan.store.db import make_engine
 from fracturescan.store.users import UserInfo
 
 from . import admin, auth, doctor
@@ -61,13 +59,7 @@ def _configure_logging() -> None:
 @st.cache_resource(show_spinner=False)
 def get_engine(db_url: str) -> Engine:
     """One engine per process and URL; creates tables and the first admin."""
-    engine = make_engine(db_url)
-    one_time = users.ensure_admin(engine, os.environ.get(users.ADMIN_PASSWORD_ENV))
-    if one_time:
-        # Printed once, to the server log only: whoever started the server is the first admin.
-        log.warning("Created user 'admin' with one-time password: %s (change it at first login)",
-                    one_time)
-    return engine
+    return users.open_store(db_url)
 
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=4)

@@ -1,0 +1,257 @@
+"""The FastAPI application: API-key authentication, model info, prediction, feedback.
+
+Every request is answered with JSON; every error is ``{"error": "<one sentence>"}`` with a
+fitting status code, never a traceback. Each prediction is written to the same append-only
+audit trail as the web app, under the key owner's name.
+"""
+
+# No ``from __future__ import annotations`` here: FastAPI reads the endpoint annotations at
+# definition time, and the dependency aliases (User, Model) are local to create_app.
+import base64
+import logging
+import threading
+import uuid
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from fracturescan import __version__
+from fracturescan.errors import CheckpointError, FracturescanError, ImageReadError
+from fracturescan.service import (INTENDED_USE, LOCALISATION_BAR, AnalysedImage, ModelChoice, active_model,
+                                  active_threshold, analyse_and_record, check_upload_size, discover_models,
+                                  heatmap_caption, overlay_png)
+from fracturescan.store.apikeys import authenticate_key
+from fracturescan.store.audit import record_feedback
+from fracturescan.store.users import AuthenticationError, UserInfo, open_store
+from fracturescan.webapp.config import AppConfig
+
+from . import schemas
+
+log = logging.getLogger(__name__)
+
+#: Files per request: a study has a handful of views; more is a batch, which belongs in a loop.
+MAX_FILES = 16
+SYNTHETIC_WARNING = ("SYNTHETIC MODEL: trained on synthetic phantom images, not real radiographs; "
+                     "its results mean nothing for real patients.")
+DISCLAIMER = ("Research software and a second reader, not a diagnostic device: every result must be "
+              "reviewed by a qualified clinician. " + INTENDED_USE)
+_AUTH_HINT = ("Send an API key in the header 'Authorization: Bearer fsk_…' "
+              "(an administrator creates one with `fracturescan api-key create USER`).")
+_BEARER = {"WWW-Authenticate": "Bearer"}
+
+
+class _Models:
+    """The active model and its loaded Predictor (reloaded when the admin switches model)."""
+
+    def __init__(self, config: AppConfig) -> None:
+        self.config = config
+        self._predictors: dict[str, Any] = {}
+        self._load_lock = threading.Lock()
+        #: One analysis at a time: Grad-CAM / integrated-gradient hooks are per model, not per call.
+        self.run_lock = threading.Lock()
+
+    def active(self, engine: Any) -> ModelChoice | None:
+        """The admin's active model (the first one found if none was chosen)."""
+        return active_model(engine, discover_models(self.config.models_dir, self.config.model_paths))
+
+    def predictor(self, choice: ModelChoice) -> Any:
+        """The loaded Predictor of ``choice`` (kept per weights hash; the last two stay loaded)."""
+        key = choice.metadata.sha256
+        with self._load_lock:
+            if key not in self._predictors:
+                from fracturescan.inference import Predictor
+
+                if len(self._predictors) >= 2:
+                    self._predictors.pop(next(iter(self._predictors)))
+                self._predictors[key] = Predictor.from_checkpoint(choice.path)
+                log.info("loaded model %s (%s)", choice.model_id, choice.version)
+            return self._predictors[key]
+
+
+def _warnings(choice: ModelChoice) -> list[str]:
+    notes = [SYNTHETIC_WARNING] if choice.metadata.synthetic else []
+    check = choice.localisation()
+    if check is not None and not check.reliable:
+        notes.append(f"Heatmaps from this model did not reliably point at known fractures (pointing game "
+                     f"{'n/a' if check.score is None else f'{check.score:.0%}'}, bar {LOCALISATION_BAR:.0%}).")
+    return notes
+
+
+def _model_info(choice: ModelChoice, threshold: float) -> schemas.ModelInfo:
+    meta = choice.metadata
+    check = choice.localisation()
+    localisation = None if check is None else schemas.Localisation(
+        score=check.score, n_true_positive=check.n_true_positive, split=check.split,
+        reliable=check.reliable, bar=LOCALISATION_BAR)
+    return schemas.ModelInfo(
+        model_id=choice.model_id, version=choice.version, sha256=meta.sha256, architecture=meta.arch,
+        input_size=meta.input_size, threshold=threshold, synthetic=meta.synthetic,
+        body_parts=list(meta.body_parts), heatmap_method="reference-ig" if meta.reference_sha256 else "grad-cam",
+        localisation=localisation, intended_use=INTENDED_USE, warnings=_warnings(choice))
+
+
+def _image_result(item: AnalysedImage, threshold: float, heatmaps: bool) -> schemas.ImageResult:
+    result = schemas.ImageResult(name=item.name, sha256=item.sha256, file_type=item.file_type,
+                                 error=item.error, dicom=item.dicom_info)
+    if item.probability is not None:
+        result.probability = item.probability
+        result.abnormal = item.probability >= threshold
+        png = overlay_png(item) if heatmaps else None
+        if png is not None:
+            result.heatmap_png = base64.b64encode(png).decode("ascii")
+            result.heatmap_method = item.heatmap_method
+    return result
+
+
+def _read_uploads(files: list[UploadFile], max_bytes: int) -> tuple[list[tuple[str, bytes]], dict[int, str]]:
+    """(name, bytes) of each file within the limit, and {position: message} for those over it.
+
+    At most ``max_bytes + 1`` bytes of a file are read, so an oversized file costs no memory.
+    """
+    uploads, refused = [], {}
+    for position, upload in enumerate(files):
+        name = (upload.filename or f"file{position + 1}")[:255]
+        data = upload.file.read(max_bytes + 1)
+        try:
+            check_upload_size(name, max(upload.size or 0, len(data)), max_bytes)
+        except ImageReadError as exc:
+            refused[position] = str(exc)
+            continue
+        uploads.append((name, data))
+    return uploads, refused
+
+
+def create_app(config: AppConfig) -> FastAPI:
+    """The API over ``config``'s database and models (the web app's, when they share a config)."""
+    engine = open_store(config.db_url)
+    models = _Models(config)
+    app = FastAPI(title="fracturescan API", version=__version__,
+                  description="Abnormality detection in musculoskeletal radiographs. " + DISCLAIMER)
+    bearer = HTTPBearer(auto_error=False)
+
+    def current_user(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> UserInfo:
+        if credentials is None:
+            raise HTTPException(401, "No API key. " + _AUTH_HINT, headers=_BEARER)
+        try:
+            return authenticate_key(engine, credentials.credentials)
+        except AuthenticationError as exc:
+            log.info("API request refused: %s", exc)
+            raise HTTPException(401, f"{exc} {_AUTH_HINT}", headers=_BEARER) from None
+
+    def require_model() -> ModelChoice:
+        choice = models.active(engine)
+        if choice is None:
+            raise HTTPException(503, "No model is available: start the server with --models DIR or --model PATH "
+                                     "pointing at a trained run.")
+        return choice
+
+    User = Annotated[UserInfo, Depends(current_user)]
+    Model = Annotated[ModelChoice, Depends(require_model)]
+
+    @app.get("/v1/health", response_model=schemas.Health)
+    def health() -> schemas.Health:
+        """Liveness, and whether a model is there to serve (no key needed)."""
+        choice = models.active(engine)
+        return schemas.Health(status="ok" if choice else "no-model",
+                              model_id=choice.model_id if choice else None, version=__version__)
+
+    @app.get("/v1/model", response_model=schemas.ModelInfo)
+    def model_info(user: User, choice: Model) -> schemas.ModelInfo:
+        """The model that answers predictions now, its threshold, and what to know about it."""
+        return _model_info(choice, active_threshold(engine, choice))
+
+    @app.post("/v1/predict", response_model=schemas.Prediction,
+              responses={401: {"model": schemas.ErrorBody}, 413: {"model": schemas.ErrorBody},
+                         422: {"model": schemas.ErrorBody}, 503: {"model": schemas.ErrorBody}})
+    def predict(user: User, choice: Model,
+                files: Annotated[list[UploadFile], File(description="The views of one study: PNG, JPEG or DICOM.")],
+                heatmaps: Annotated[bool, Query(description="Add a heatmap overlay (base64 PNG) per image.")] = False,
+                ) -> schemas.Prediction:
+        """Score one study: each image, and the study as the mean of its images (MURA's rule)."""
+        if len(files) > MAX_FILES:
+            raise HTTPException(413, f"{len(files)} files in one request; send at most {MAX_FILES} "
+                                     "(the views of one study) per request.")
+        uploads, refused = _read_uploads(files, config.max_upload_bytes)
+        threshold = active_threshold(engine, choice)
+        predictor = models.predictor(choice)
+        from fracturescan.store import settings
+
+        with models.run_lock:
+            analysis = analyse_and_record(
+                engine, user, choice, predictor, threshold, uploads, heatmaps=heatmaps,
+                store_pixels=bool(settings.get_setting(engine, settings.STORE_PIXELS, False)),
+                max_bytes=config.max_upload_bytes)
+        scored = iter(analysis.images)
+        images = [schemas.ImageResult(name=(files[i].filename or f"file{i + 1}")[:255], sha256="",
+                                      file_type="too large", error=refused[i]) if i in refused
+                  else _image_result(next(scored), threshold, heatmaps) for i in range(len(files))]
+        study_p = analysis.study_probability
+        if study_p is None:
+            reasons = "; ".join(f"{image.name}: {image.error}" for image in images)
+            raise HTTPException(422, f"None of the {len(images)} file(s) could be analysed. {reasons}")
+        log.info("API prediction #%s by %s: %d image(s) in %.2f s", analysis.audit_id, user.username,
+                 len(analysis.readable), analysis.seconds)
+        methods = {image.heatmap_method for image in images if image.heatmap_method}
+        return schemas.Prediction(
+            audit_id=analysis.audit_id, model_id=choice.model_id, model_version=choice.version,
+            model_sha256=choice.metadata.sha256, synthetic=choice.metadata.synthetic, threshold=threshold,
+            study=schemas.StudyResult(probability=study_p, abnormal=study_p >= threshold,
+                                      n_images=len(analysis.readable)),
+            images=images, heatmap_caption=heatmap_caption(methods.pop()) if methods else None,
+            seconds=analysis.seconds, disclaimer=DISCLAIMER, warnings=_warnings(choice))
+
+    @app.post("/v1/studies/{audit_id}/feedback", response_model=schemas.FeedbackOut, status_code=201)
+    def feedback(audit_id: int, body: schemas.FeedbackIn, user: User) -> schemas.FeedbackOut:
+        """Record whether the reader agrees with an analysis's study decision (append-only)."""
+        try:
+            feedback_id = record_feedback(engine, user, audit_id, body.agrees, body.note)
+        except ValueError as exc:
+            raise HTTPException(404, f"{exc}; use the audit_id a prediction returned.") from None
+        return schemas.FeedbackOut(feedback_id=feedback_id, audit_id=audit_id)
+
+    @app.middleware("http")
+    async def refuse_oversized_bodies(request: Request, call_next: Any) -> Any:
+        # Before the body is read: a declared size over what MAX_FILES files may total is refused.
+        length = request.headers.get("content-length", "")
+        limit = MAX_FILES * config.max_upload_bytes + 1_000_000  # + room for the multipart framing
+        if length.isdigit() and int(length) > limit:
+            return JSONResponse({"error": f"The request is {int(length) / 1e6:.0f} MB, more than the "
+                                          f"{limit / 1e6:.0f} MB one request may carry; send fewer or "
+                                          "smaller files."}, status_code=413)
+        return await call_next(request)
+
+    _install_error_handlers(app)
+    return app
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    """Every error becomes ``{"error": "..."}``; unexpected ones are logged with a reference."""
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', '')}"
+                             for e in exc.errors())
+        return JSONResponse({"error": f"Invalid request: {problems}."}, status_code=422)
+
+    @app.exception_handler(CheckpointError)
+    async def broken_model(request: Request, exc: CheckpointError) -> JSONResponse:
+        log.error("the active model could not be loaded: %s", exc)
+        return JSONResponse({"error": f"The active model could not be loaded: {exc}"}, status_code=503)
+
+    @app.exception_handler(FracturescanError)
+    async def library_error(request: Request, exc: FracturescanError) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, status_code=500)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        reference = uuid.uuid4().hex[:12]
+        log.error("unexpected error (reference %s) on %s", reference, request.url.path, exc_info=exc)
+        return JSONResponse({"error": f"Internal error (reference {reference}); it was logged on the "
+                                      "server."}, status_code=500)

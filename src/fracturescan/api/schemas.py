@@ -1,0 +1,100 @@
+"""The REST API's JSON shapes (pydantic), so the OpenAPI page at ``/docs`` documents them."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class Health(BaseModel):
+    """``GET /v1/health``: is the server up, and is there a model to serve."""
+
+    status: str = Field(description="'ok' when a model is available, else 'no-model'.")
+    model_id: str | None = None
+    version: str = Field(description="fracturescan package version.")
+
+
+class Localisation(BaseModel):
+    """The model's pointing-game result on phantoms (``explain --evaluate``), if measured."""
+
+    score: float | None = Field(description="Fraction of detected phantom fractures whose heatmap peak hit the box.")
+    n_true_positive: int
+    split: str
+    reliable: bool = Field(description="True when the score reaches the bar below.")
+    bar: float
+
+
+class ModelInfo(BaseModel):
+    """``GET /v1/model``: the model that answers ``/v1/predict`` now."""
+
+    model_id: str
+    version: str
+    sha256: str
+    architecture: str
+    input_size: int
+    threshold: float = Field(description="Decision threshold in use (the admin's, else the checkpoint's).")
+    synthetic: bool = Field(description="True when trained on synthetic phantoms: results mean nothing for patients.")
+    body_parts: list[str]
+    heatmap_method: str = Field(description="'reference-ig' or 'grad-cam'.")
+    localisation: Localisation | None = Field(description="null when never measured for these weights.")
+    intended_use: str
+    warnings: list[str]
+
+
+class ImageResult(BaseModel):
+    """One uploaded file. ``error`` is set (and the numbers are null) when it could not be read."""
+
+    name: str
+    sha256: str
+    file_type: str
+    probability: float | None = None
+    abnormal: bool | None = Field(None, description="probability >= threshold.")
+    error: str | None = None
+    dicom: dict[str, object] | None = Field(None, description="Non-identifying DICOM fields only.")
+    heatmap_png: str | None = Field(
+        None, description="Base64 PNG: the heatmap over the image (only with ?heatmaps=true).")
+    heatmap_method: str | None = None
+
+
+class StudyResult(BaseModel):
+    """The study: the mean of the readable images' probabilities (the MURA rule)."""
+
+    probability: float
+    abnormal: bool
+    n_images: int
+
+
+class Prediction(BaseModel):
+    """``POST /v1/predict``: per-image and study results, with the model that made them."""
+
+    audit_id: int | None = Field(description="The audit record of this analysis (feedback refers to it).")
+    model_id: str
+    model_version: str
+    model_sha256: str
+    synthetic: bool
+    threshold: float
+    study: StudyResult | None = Field(description="null when no file could be read.")
+    images: list[ImageResult]
+    heatmap_caption: str | None = None
+    seconds: float
+    disclaimer: str
+    warnings: list[str]
+
+
+class FeedbackIn(BaseModel):
+    """``POST /v1/studies/{audit_id}/feedback``: does the reader agree with the study decision."""
+
+    agrees: bool
+    note: str = Field("", max_length=4000)
+
+
+class FeedbackOut(BaseModel):
+    """The stored feedback row's id."""
+
+    feedback_id: int
+    audit_id: int
+
+
+class ErrorBody(BaseModel):
+    """Every error answer: one sentence saying what is wrong and what to do."""
+
+    error: str

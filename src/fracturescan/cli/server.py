@@ -1,0 +1,93 @@
+"""``fracturescan serve`` (the REST API) and ``fracturescan api-key`` (its keys)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..errors import FracturescanError, MissingExtraError
+from ..webapp.config import DEFAULT_DB_URL
+from . import output
+from .core import app, command
+
+keys = typer.Typer(help="Create, list and revoke REST API keys.", no_args_is_help=True)
+app.add_typer(keys, name="api-key")
+
+_DB = typer.Option(DEFAULT_DB_URL, "--db", help="SQLAlchemy database URL (the web app's, to share users).")
+
+
+def _store(db: str):  # noqa: ANN202  (an SQLAlchemy Engine; sqlalchemy is an optional extra)
+    try:
+        from ..store.users import open_store
+    except ImportError as exc:
+        raise MissingExtraError(exc.name or "sqlalchemy", "api", "API keys") from exc
+    return open_store(db)
+
+
+@command()
+def serve(
+    models: Optional[Path] = typer.Option(None, "--models", help="Folder of training runs (the admin picks the active one in the app)."),
+    model: Optional[list[Path]] = typer.Option(None, "--model", help="A run or checkpoint directory (repeatable)."),
+    db: str = _DB,
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0 for the network; put TLS in front)."),
+    port: int = typer.Option(8000, help="Port to listen on."),
+    max_upload_mb: float = typer.Option(50.0, "--max-upload-mb", help="Largest file accepted, in MB."),
+) -> None:
+    """Start the REST API (FastAPI): POST /v1/predict with an API key; docs at /docs."""
+    try:
+        import fastapi  # noqa: F401
+        import multipart  # noqa: F401  (python-multipart: file uploads)
+        import uvicorn
+    except ImportError as exc:
+        raise MissingExtraError(exc.name or "fastapi", "api", "The REST API") from exc
+    from ..api.app import create_app
+    from ..webapp.config import AppConfig
+
+    if models is None and not model:
+        raise FracturescanError("Give --models DIR (a folder of training runs) or --model PATH.")
+    if models is not None and not models.is_dir():
+        raise FracturescanError(f"--models {models} is not a folder.")
+    config = AppConfig(db_url=db, models_dir=models, model_paths=tuple(model or ()),
+                       max_upload_mb=max_upload_mb)
+    typer.echo(f"fracturescan API on http://{host}:{port} (docs at /docs; database {db.split('@')[-1]})")
+    uvicorn.run(create_app(config), host=host, port=port, log_level="info")
+
+
+@command("create", group=keys)
+def create_key(
+    username: str = typer.Argument(..., help="The user the key acts as (created in the web app)."),
+    name: str = typer.Option(..., "--name", help="What the key is for, e.g. 'PACS bridge'."),
+    db: str = _DB,
+) -> None:
+    """Create a key; it is printed once and only its SHA-256 is stored."""
+    from ..store.apikeys import create_key as create
+
+    info, key = create(_store(db), username, name, actor="cli")
+    typer.echo(f"API key #{info.id} for {info.username} ({info.name}). Store it now; it is not shown again:")
+    typer.echo(key)
+
+
+@command("list", group=keys)
+def list_keys(user: Optional[str] = typer.Option(None, "--user", help="Only this user's keys."),
+              db: str = _DB) -> None:
+    """List keys (id, owner, name, first characters, dates; never the key)."""
+    from ..store.apikeys import list_keys as listing
+
+    def when(value) -> str:  # noqa: ANN001
+        return value.strftime("%Y-%m-%d %H:%M") if value else "-"
+
+    rows = [(k.id, k.username, k.name, k.prefix + "…", when(k.created_at), when(k.last_used_at),
+             when(k.revoked_at)) for k in listing(_store(db), user)]
+    typer.echo(output.table(("id", "user", "name", "key", "created (UTC)", "last used", "revoked"), rows))
+
+
+@command("revoke", group=keys)
+def revoke_key(key_id: int = typer.Argument(..., help="The key's id (see `api-key list`)."),
+               db: str = _DB) -> None:
+    """Revoke a key at once."""
+    from ..store.apikeys import revoke_key as revoke
+
+    info = revoke(_store(db), key_id, actor="cli")
+    typer.echo(f"Revoked API key #{info.id} ({info.username}: {info.name}).")

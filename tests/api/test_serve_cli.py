@@ -1,0 +1,76 @@
+"""The CLI around the API: `api-key` commands, and `fracturescan serve` as a real server process."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from fracturescan.cli.main import main
+
+from .conftest import png_bytes
+
+
+def test_api_key_commands_create_list_and_revoke(db_url: str, engine, capsys: pytest.CaptureFixture) -> None:
+    assert main(["api-key", "create", "drsmith", "--name", "PACS bridge", "--db", db_url]) == 0
+    key = capsys.readouterr().out.strip().splitlines()[-1]
+    from fracturescan.store.apikeys import authenticate_key
+
+    assert authenticate_key(engine, key).username == "drsmith"
+    assert main(["api-key", "list", "--db", db_url]) == 0
+    listing = capsys.readouterr().out
+    assert "PACS bridge" in listing and key[:12] in listing and key not in listing
+    assert main(["api-key", "revoke", "1", "--db", db_url]) == 0
+    assert "Revoked API key #1" in capsys.readouterr().out
+    assert main(["api-key", "revoke", "42", "--db", db_url]) == 1
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: No API key with id 42; `fracturescan api-key list` shows them."]
+
+
+def test_serve_refuses_without_a_model(db_url: str, capsys: pytest.CaptureFixture) -> None:
+    assert main(["serve", "--db", db_url]) == 1
+    assert capsys.readouterr().err.strip() == "error: Give --models DIR (a folder of training runs) or --model PATH."
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_serve_answers_a_prediction_over_http(tmp_path: Path, db_url: str, doctor_key: str,
+                                              api_checkpoint: Path) -> None:
+    """A real `fracturescan serve` process: health without a key, a prediction with one."""
+    import httpx
+
+    port = _free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "fracturescan.cli.main", "serve", "--model", str(api_checkpoint.parent),
+         "--db", db_url, "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                health = httpx.get(f"{base}/v1/health", timeout=2)
+                break
+            except httpx.TransportError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(server.stdout.read().decode(errors="replace")) from None
+                time.sleep(0.5)
+        assert health.json()["status"] == "ok"
+        response = httpx.post(f"{base}/v1/predict", headers={"Authorization": f"Bearer {doctor_key}"},
+                              files=[("files", ("a.png", png_bytes(7), "image/png"))], timeout=60)
+        assert response.status_code == 200, response.text
+        assert 0 <= response.json()["study"]["probability"] <= 1
+        assert httpx.get(f"{base}/openapi.json", timeout=5).json()["info"]["title"] == "fracturescan API"
+    finally:
+        server.terminate()
+        log = server.communicate(timeout=30)[0].decode(errors="replace")
+    assert "Traceback" not in log and doctor_key not in log
