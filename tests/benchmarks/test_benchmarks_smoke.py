@@ -42,3 +42,11 @@ def test_cuda_graph_parity_check_refuses_a_cpu_clearly() -> None:
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "cuda_graph_parity.py")],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "needs a CUDA device" in done.stderr
+
+
+def test_api_latency_smoke() -> None:
+    for module in ("fastapi", "uvicorn", "httpx", "multipart", "sqlalchemy"):
+        pytest.importorskip(module)
+    out = _run("api_latency.py", "--arch", "resnet18", "--image-size", "32", "--source-size", "64",
+               "--runs", "2", "--warmup", "1", "--threads", "1")
+    assert "POST /v1/predict" in out and "Predictor.predict_image (baseline)" in out
