@@ -74,3 +74,14 @@ def test_serve_answers_a_prediction_over_http(tmp_path: Path, db_url: str, docto
         server.terminate()
         log = server.communicate(timeout=30)[0].decode(errors="replace")
     assert "Traceback" not in log and doctor_key not in log
+
+
+def test_serve_stops_at_start_on_a_broken_checkpoint(tmp_path: Path, db_url: str, api_checkpoint: Path,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    import shutil
+
+    run = shutil.copytree(api_checkpoint.parent, tmp_path / "run")
+    (run / "best" / "model.safetensors").write_bytes(b"tampered")
+    assert main(["serve", "--model", str(run), "--db", db_url]) == 1
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("error: ") and "model.safetensors" in error and "Traceback" not in error

@@ -124,10 +124,16 @@ def _read_uploads(files: list[UploadFile], max_bytes: int) -> tuple[list[tuple[s
     return uploads, refused
 
 
-def create_app(config: AppConfig) -> FastAPI:
-    """The API over ``config``'s database and models (the web app's, when they share a config)."""
+def create_app(config: AppConfig, preload: bool = False) -> FastAPI:
+    """The API over ``config``'s database and models (the web app's, when they share a config).
+
+    ``preload`` loads the active model now, so a broken checkpoint stops the server at start
+    (with its one-line error) instead of failing the first request.
+    """
     engine = open_store(config.db_url)
     models = _Models(config)
+    if preload and (choice := models.active(engine)) is not None:
+        models.predictor(choice)
     app = FastAPI(title="fracturescan API", version=__version__,
                   description="Abnormality detection in musculoskeletal radiographs. " + DISCLAIMER)
     bearer = HTTPBearer(auto_error=False)

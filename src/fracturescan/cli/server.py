@@ -51,8 +51,9 @@ def serve(
         raise FracturescanError(f"--models {models} is not a folder.")
     config = AppConfig(db_url=db, models_dir=models, model_paths=tuple(model or ()),
                        max_upload_mb=max_upload_mb)
+    api = create_app(config, preload=True)
     typer.echo(f"fracturescan API on http://{host}:{port} (docs at /docs; database {db.split('@')[-1]})")
-    uvicorn.run(create_app(config), host=host, port=port, log_level="info")
+    uvicorn.run(api, host=host, port=port, log_level="info")
 
 
 @command("create", group=keys)
