@@ -24,7 +24,7 @@ from .test_app import assert_login_only, login, new_app, texts
 from fracturescan.errors import ConfigError, ImageReadError  # noqa: E402
 from fracturescan.store import settings, users  # noqa: E402
 from fracturescan.store.db import AuditImage, AuditStudy, Event, Feedback  # noqa: E402
-from fracturescan.webapp import service  # noqa: E402
+from fracturescan import service  # noqa: E402
 from fracturescan.webapp.config import ENV_MAX_UPLOAD_MB, AppConfig  # noqa: E402
 from fracturescan.webapp.main import ADMIN_PAGES  # noqa: E402
 

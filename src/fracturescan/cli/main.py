@@ -5,12 +5,11 @@ Every user mistake surfaces as one line on stderr and a non-zero exit code, neve
 
 from __future__ import annotations
 
-import functools
 import logging
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import typer
 
@@ -193,43 +192,6 @@ def export(
                "predict now uses ONNX Runtime on the CPU automatically.")
 
 
-@command("app")
-def app_command(
-    models: Optional[Path] = typer.Option(None, "--models", help="Folder whose run directories the admin can choose from."),
-    model: Optional[list[Path]] = typer.Option(None, "--model", help="A run or checkpoint directory (repeatable)."),
-    db: str = typer.Option("sqlite:///fracturescan-app.db", "--db", help="SQLAlchemy database URL (SQLite file or PostgreSQL)."),
-    host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0 for the network)."),
-    port: int = typer.Option(8501, help="Port to listen on."),
-    max_upload_mb: float = typer.Option(50.0, "--max-upload-mb", help="Largest upload accepted, per file, in MB."),
-) -> None:
-    """Start the clinical web app (Streamlit) with Doctor/Admin roles and an audit trail."""
-    import os
-    import subprocess
-
-    from ..errors import MissingExtraError
-
-    try:
-        from ..webapp import APP_SCRIPT
-        from ..webapp.config import AppConfig
-        import streamlit  # noqa: F401  (only to fail early with a clear message)
-    except ImportError as exc:
-        raise MissingExtraError(exc.name or "streamlit", "app", "The web app") from exc
-    if models is None and not model:
-        raise FracturescanError("Give --models DIR (a folder of training runs) or --model PATH.")
-    if models is not None and not models.is_dir():
-        raise FracturescanError(f"--models {models} is not a folder.")
-    config = AppConfig(db_url=db, models_dir=models, model_paths=tuple(model or ()),
-                       max_upload_mb=max_upload_mb)
-    # Streamlit drops oversized uploads itself; the app checks the exact limit again.
-    command_line = [sys.executable, "-m", "streamlit", "run", str(APP_SCRIPT),
-                    "--server.address", host, "--server.port", str(port),
-                    "--server.maxUploadSize", str(config.streamlit_max_upload_mb),
-                    "--server.headless", "true", "--browser.gatherUsageStats", "false",
-                    "--server.fileWatcherType", "none", "--client.toolbarMode", "viewer"]
-    typer.echo(f"fracturescan app on http://{host}:{port} (database {db.split('@')[-1]})")
-    raise typer.Exit(subprocess.call(command_line, env={**os.environ, **config.to_env()}))
-
-
 @command()
 def explain(
     model: Path = typer.Argument(..., help="Run or checkpoint directory."),
@@ -291,7 +253,7 @@ def explain(
                    f"{(result.chance or 0):.3f}). JSON: {target}")
 
 
-from . import server  # noqa: E402,F401  (registers `serve` and `api-key`; after the commands above)
+from . import server  # noqa: E402,F401  (registers `app`, `serve` and `api-key`)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,5 @@
-"""``fracturescan serve`` (the REST API) and ``fracturescan api-key`` (its keys)."""
+"""The servers: ``fracturescan app`` (Streamlit), ``fracturescan serve`` (the REST API) and
+``fracturescan api-key`` (the API's keys). Both servers share one database and model folder."""
 
 from __future__ import annotations
 
@@ -15,7 +16,12 @@ from .core import app, command
 keys = typer.Typer(help="Create, list and revoke REST API keys.", no_args_is_help=True)
 app.add_typer(keys, name="api-key")
 
-_DB = typer.Option(DEFAULT_DB_URL, "--db", help="SQLAlchemy database URL (the web app's, to share users).")
+_DB = typer.Option(DEFAULT_DB_URL, "--db", help="SQLAlchemy database URL (SQLite file or PostgreSQL); "
+                                                "the app and the API share it.")
+_MODELS = typer.Option(None, "--models", help="Folder of training runs (the admin picks the active one).")
+_MODEL = typer.Option(None, "--model", help="A run or checkpoint directory (repeatable).")
+_HOST = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0 for the network; put TLS in front).")
+_MAX_UPLOAD = typer.Option(50.0, "--max-upload-mb", help="Largest file accepted, in MB.")
 
 
 def _store(db: str):  # noqa: ANN202  (an SQLAlchemy Engine; sqlalchemy is an optional extra)
@@ -26,15 +32,46 @@ def _store(db: str):  # noqa: ANN202  (an SQLAlchemy Engine; sqlalchemy is an op
     return open_store(db)
 
 
+def _deploy_config(models: Optional[Path], model: Optional[list[Path]], db: str, max_upload_mb: float):  # noqa: ANN202
+    """The AppConfig both servers run with, after checking the model options."""
+    from ..webapp.config import AppConfig
+
+    if models is None and not model:
+        raise FracturescanError("Give --models DIR (a folder of training runs) or --model PATH.")
+    if models is not None and not models.is_dir():
+        raise FracturescanError(f"--models {models} is not a folder.")
+    return AppConfig(db_url=db, models_dir=models, model_paths=tuple(model or ()), max_upload_mb=max_upload_mb)
+
+
+@command("app")
+def app_command(models: Optional[Path] = _MODELS, model: Optional[list[Path]] = _MODEL, db: str = _DB,
+                host: str = _HOST, port: int = typer.Option(8501, help="Port to listen on."),
+                max_upload_mb: float = _MAX_UPLOAD) -> None:
+    """Start the clinical web app (Streamlit) with Doctor/Admin roles and an audit trail."""
+    import os
+    import subprocess
+    import sys
+
+    try:
+        from ..webapp import APP_SCRIPT
+        import streamlit  # noqa: F401  (only to fail early with a clear message)
+    except ImportError as exc:
+        raise MissingExtraError(exc.name or "streamlit", "app", "The web app") from exc
+    config = _deploy_config(models, model, db, max_upload_mb)
+    # Streamlit drops oversized uploads itself; the app checks the exact limit again.
+    command_line = [sys.executable, "-m", "streamlit", "run", str(APP_SCRIPT),
+                    "--server.address", host, "--server.port", str(port),
+                    "--server.maxUploadSize", str(config.streamlit_max_upload_mb),
+                    "--server.headless", "true", "--browser.gatherUsageStats", "false",
+                    "--server.fileWatcherType", "none", "--client.toolbarMode", "viewer"]
+    typer.echo(f"fracturescan app on http://{host}:{port} (database {db.split('@')[-1]})")
+    raise typer.Exit(subprocess.call(command_line, env={**os.environ, **config.to_env()}))
+
+
 @command()
-def serve(
-    models: Optional[Path] = typer.Option(None, "--models", help="Folder of training runs (the admin picks the active one in the app)."),
-    model: Optional[list[Path]] = typer.Option(None, "--model", help="A run or checkpoint directory (repeatable)."),
-    db: str = _DB,
-    host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0 for the network; put TLS in front)."),
-    port: int = typer.Option(8000, help="Port to listen on."),
-    max_upload_mb: float = typer.Option(50.0, "--max-upload-mb", help="Largest file accepted, in MB."),
-) -> None:
+def serve(models: Optional[Path] = _MODELS, model: Optional[list[Path]] = _MODEL, db: str = _DB,
+          host: str = _HOST, port: int = typer.Option(8000, help="Port to listen on."),
+          max_upload_mb: float = _MAX_UPLOAD) -> None:
     """Start the REST API (FastAPI): POST /v1/predict with an API key; docs at /docs."""
     try:
         import fastapi  # noqa: F401
@@ -43,15 +80,8 @@ def serve(
     except ImportError as exc:
         raise MissingExtraError(exc.name or "fastapi", "api", "The REST API") from exc
     from ..api.app import create_app
-    from ..webapp.config import AppConfig
 
-    if models is None and not model:
-        raise FracturescanError("Give --models DIR (a folder of training runs) or --model PATH.")
-    if models is not None and not models.is_dir():
-        raise FracturescanError(f"--models {models} is not a folder.")
-    config = AppConfig(db_url=db, models_dir=models, model_paths=tuple(model or ()),
-                       max_upload_mb=max_upload_mb)
-    api = create_app(config, preload=True)
+    api = create_app(_deploy_config(models, model, db, max_upload_mb), preload=True)
     typer.echo(f"fracturescan API on http://{host}:{port} (docs at /docs; database {db.split('@')[-1]})")
     uvicorn.run(api, host=host, port=port, log_level="info")
 
