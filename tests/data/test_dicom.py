@@ -15,7 +15,8 @@ from pydicom.dataset import Dataset, FileMetaDataset  # noqa: E402
 from pydicom.sequence import Sequence  # noqa: E402
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid  # noqa: E402
 
-from fracturescan.data.dicom import dicom_metadata_safe, load_dataset, read_dicom  # noqa: E402
+from fracturescan.data.dicom import read_dicom  # noqa: E402
+from fracturescan.data.dicom_dataset import dicom_metadata_safe, load_dataset  # noqa: E402
 from fracturescan.data.images import read_image  # noqa: E402
 from fracturescan.errors import (  # noqa: E402
     ImageReadError,

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from fracturescan.data.phantom import VIEWS, render_wrist, sample_anatomy
+from fracturescan.data.phantom import VIEWS, render_wrist
+from fracturescan.data.phantom_anatomy import sample_anatomy
 from fracturescan.data.synth import generate_mura_phantoms, synthetic_marker
 from fracturescan.errors import ConfigError
 

@@ -19,7 +19,7 @@ import torch
 pytest.importorskip("pydicom")
 
 from fracturescan.cli.main import main  # noqa: E402
-from fracturescan.data.dicom import dicom_metadata_safe, load_dataset  # noqa: E402
+from fracturescan.data.dicom_dataset import dicom_metadata_safe, load_dataset  # noqa: E402
 from fracturescan.data.images import read_image  # noqa: E402
 from fracturescan.errors import FracturescanError  # noqa: E402
 from fracturescan.models import build_model  # noqa: E402

@@ -1,4 +1,9 @@
-"""DICOM decoding to a display-ready grayscale image, plus de-identified technical metadata.
+"""DICOM pixel decoding to a display-ready grayscale image: :func:`read_dicom`.
+
+Parsing a file into a ``Dataset``, the de-identified technical metadata and the privacy guards
+(error messages never quote text read from the file) are in
+:mod:`fracturescan.data.dicom_dataset`; :func:`load_dataset` and :func:`dicom_metadata_safe`
+stay importable from here.
 
 pydicom is an optional dependency (extra ``dicom``): it is imported inside the functions that
 need it, so importing this module never requires it.
@@ -14,26 +19,27 @@ Pipeline of :func:`read_dicom` (grayscale), in the order the DICOM standard defi
 Choices worth knowing: a multi-frame file gives its FIRST frame (a warning is logged); colour
 (RGB/YBR/palette) files are converted to luminance (ITU-R 601 weights, as for PNG/JPEG);
 non-finite float pixel values are refused with :class:`ImageReadError`.
-
-Privacy: error messages never quote text read from the file.  A damaged length field makes one
-element swallow the next ones (patient name, ID, dates...), so a value shown "for context" may
-be protected health information: only values that pass a strict syntax check (code strings,
-UIDs) are quoted, and pydicom's value validation, which would echo such values into warnings
-and logs, is switched off while fracturescan parses.
 """
 
 from __future__ import annotations
 
-import io
 import logging
-import re
-import threading
-from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from fracturescan.data.dicom_dataset import (
+    PIXEL_KEYWORDS,
+    dicom_metadata_safe,  # noqa: F401  (public name, still imported from this module)
+    load_dataset,
+    no_value_echo,
+    safe_reason,
+    safe_uid,
+    technical_fields,
+    uid_label,
+    uid_name,
+)
 from fracturescan.data.limits import DEFAULT_MAX_PIXELS, check_pixel_count
 from fracturescan.errors import ImageReadError, MissingExtraError, UnsupportedImageError
 
@@ -45,182 +51,10 @@ logger = logging.getLogger(__name__)
 #: ITU-R BT.601 luma weights; the same ones Pillow uses for ``convert("L")``.
 LUMA_WEIGHTS: tuple[float, float, float] = (0.299, 0.587, 0.114)
 
-_PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 _INSTALL_HINT = (
     "install a decoder plugin (pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg "
     "or pip install python-gdcm) or export the image as PNG"
 )
-
-
-#: What a Modality (CS) may look like when quoted in a message; a UID is digits and dots.
-_CODE_STRING = re.compile(r"[A-Z0-9_ ]{1,16}")
-_UID_SYNTAX = re.compile(r"[0-9]+(\.[0-9]+)*")
-_BAD_UID = "<invalid UID>"
-_VALIDATION_LOCK = threading.Lock()
-_validation_depth = 0
-_saved_validation_mode: int | None = None
-
-
-@contextmanager
-def _no_value_echo() -> Iterator[None]:
-    """Switch off pydicom's reading validation while fracturescan parses.
-
-    Its warnings quote the offending value (``Invalid value for VR DA: '...'``) and are also
-    logged, so a damaged file could put a patient's name into our logs or stderr.  The switch is
-    counted under a lock, so concurrent reads (the web app) restore the mode only when the last
-    one ends.
-    """
-    global _validation_depth, _saved_validation_mode
-    from pydicom import config
-
-    with _VALIDATION_LOCK:
-        if _validation_depth == 0:
-            _saved_validation_mode = config.settings.reading_validation_mode
-            config.settings.reading_validation_mode = config.IGNORE
-        _validation_depth += 1
-    try:
-        yield
-    finally:
-        with _VALIDATION_LOCK:
-            _validation_depth -= 1
-            if _validation_depth == 0 and _saved_validation_mode is not None:
-                config.settings.reading_validation_mode = _saved_validation_mode
-
-
-def _safe_reason(exc: BaseException) -> str:
-    """``Type: message`` for an exception, or only its type when the message may quote file text.
-
-    pydicom and its decoders interpolate element values in quotes; those values may be patient
-    data, so such messages are reduced to the exception type.
-    """
-    message = str(exc)
-    if (len(message) > 160 or any(q in message for q in "'\"`") or not message.isascii()
-            or not message.isprintable()):
-        return type(exc).__name__
-    return f"{type(exc).__name__}: {message}"
-
-
-def _safe_uid(uid: Any) -> str:
-    """A UID as text if it is syntactically a UID, else a placeholder (it may be swallowed text)."""
-    text = str(uid).strip()
-    return text if len(text) <= 64 and _UID_SYNTAX.fullmatch(text) else _BAD_UID
-
-
-def _uid_name(uid: Any) -> str | None:
-    """pydicom's name for a UID it knows; None for unknown or damaged values."""
-    name = getattr(uid, "name", None)
-    return name if _safe_uid(uid) != _BAD_UID and name and name != str(uid) else None
-
-
-def _uid_label(uid: Any) -> str:
-    """``'Name' (uid)`` for a UID pydicom knows, else just the sanitised UID."""
-    name = _uid_name(uid)
-    return f"'{name}' ({_safe_uid(uid)})" if name else _safe_uid(uid)
-
-
-def _import_pydicom() -> Any:
-    """Import pydicom lazily; a missing install becomes a :class:`MissingExtraError`."""
-    try:
-        import pydicom
-        import pydicom.pixels  # noqa: F401  (submodule used by the callers)
-    except ImportError as exc:
-        raise MissingExtraError("pydicom", "dicom", "Reading DICOM files") from exc
-    return pydicom
-
-
-def load_dataset(
-    data: bytes | Path, *, name: str | None = None, force: bool = False, pixels: bool = True
-) -> Dataset:
-    """Parse a DICOM file into a pydicom ``Dataset`` without decoding its pixels.
-
-    Args:
-        data: the file's bytes or its path.
-        name: name used in error messages (defaults to the path, or ``"<bytes>"``).
-        force: parse even without the ``DICM`` preamble (files written without a file header).
-        pixels: ``False`` stops before the pixel data (for metadata only; faster).
-
-    Raises:
-        MissingExtraError: pydicom is not installed.
-        UnsupportedImageError: the content is not DICOM.
-        ImageReadError: the file cannot be read or is truncated.
-    """
-    pydicom = _import_pydicom()
-    label = name or (str(data) if isinstance(data, Path) else "<bytes>")
-    source: Any = io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data
-    try:
-        with _no_value_echo():
-            ds = pydicom.dcmread(source, force=force, stop_before_pixels=not pixels)
-    except pydicom.errors.InvalidDicomError as exc:
-        raise UnsupportedImageError(f"{label} is not a DICOM file ({_safe_reason(exc)})") from exc
-    except FileNotFoundError as exc:
-        raise ImageReadError(f"{label} does not exist") from exc
-    except Exception as exc:  # pydicom raises many types on malformed input
-        raise ImageReadError(
-            f"{label} is a corrupt or truncated DICOM file ({_safe_reason(exc)})"
-        ) from exc
-    if len(ds) == 0:
-        # pydicom returns an empty data set (with only a warning) when the file ends inside a
-        # sequence of undefined length, e.g. a compressed image cut short by an upload.
-        raise ImageReadError(
-            f"{label} is a truncated or empty DICOM file (no data elements could be read)"
-        )
-    if force and not any(k in ds for k in ("SOPClassUID", "Modality", "Rows", *_PIXEL_KEYWORDS)):
-        # A forced parse "succeeds" on almost any bytes (HTML, text): demand real DICOM tags.
-        raise UnsupportedImageError(f"{label} is not a DICOM file (no DICOM attributes found)")
-    return ds
-
-
-def dicom_metadata_safe(ds: Dataset) -> dict[str, str | int | None]:
-    """Return only non-identifying technical fields of a dataset.
-
-    The keys are ``modality``, ``body_part_examined``, ``photometric_interpretation``, ``rows``,
-    ``columns``, ``bits_stored``, ``view_position``, ``transfer_syntax`` (UID) and
-    ``transfer_syntax_name``; a missing field is ``None``.  Patient name/ID/birth date,
-    accession number, institution, dates and every other identifying attribute are never
-    included: this dict is what the app shows and the audit log stores.
-    """
-
-    with _no_value_echo():
-        return _technical_fields(ds)
-
-
-def _technical_fields(ds: Dataset) -> dict[str, str | int | None]:
-    """The body of :func:`dicom_metadata_safe`; never raises (a damaged element becomes None)."""
-
-    def code(keyword: str) -> str | None:
-        # Every text field here is a Code String (CS). A value that is not one is a damaged
-        # element that may have swallowed its neighbours (patient name, ...): drop it.
-        try:
-            value = ds.get(keyword)
-            text = None if value is None else str(value).strip()
-        except Exception:
-            return None
-        return text if text and _CODE_STRING.fullmatch(text) else None
-
-    def number(keyword: str) -> int | None:
-        try:
-            value = ds.get(keyword)
-            return None if value is None else int(value)
-        except Exception:
-            return None
-
-    try:
-        uid = ds.file_meta.TransferSyntaxUID
-        uid_text = None if _safe_uid(uid) == _BAD_UID else _safe_uid(uid)
-        uid_name = _uid_name(uid)
-    except Exception:
-        uid_text = uid_name = None
-    return {
-        "modality": code("Modality"),
-        "body_part_examined": code("BodyPartExamined"),
-        "photometric_interpretation": code("PhotometricInterpretation"),
-        "rows": number("Rows"),
-        "columns": number("Columns"),
-        "bits_stored": number("BitsStored"),
-        "view_position": code("ViewPosition"),
-        "transfer_syntax": uid_text,
-        "transfer_syntax_name": uid_name,
-    }
 
 
 def read_dicom(
@@ -247,7 +81,7 @@ def read_dicom(
     label = name or (str(data) if isinstance(data, Path) else "<bytes>")
     ds = load_dataset(data, name=label, force=force)
     try:
-        with _no_value_echo():
+        with no_value_echo():
             _check_decodable(ds, label, max_pixels)
             frame = _decode_first_frame(ds, label)
             if frame.ndim == 3:
@@ -260,17 +94,17 @@ def read_dicom(
         # pydicom parses elements lazily, so a damaged header surfaces here as assorted
         # AttributeError/TypeError/NotImplementedError...: all mean "corrupt file".
         raise ImageReadError(
-            f"{label} is a corrupt DICOM file ({_safe_reason(exc)}); re-export it"
+            f"{label} is a corrupt DICOM file ({safe_reason(exc)}); re-export it"
         ) from exc
     return np.clip(image, 0.0, 1.0).astype(np.float32, copy=False)
 
 
 def _check_decodable(ds: Dataset, label: str, max_pixels: int) -> None:
     """Refuse, before decoding, files without pixels, too large, or with an unusable codec."""
-    if not any(k in ds for k in _PIXEL_KEYWORDS):
-        modality = _technical_fields(ds)["modality"] or "unknown"
+    if not any(k in ds for k in PIXEL_KEYWORDS):
+        modality = technical_fields(ds)["modality"] or "unknown"
         sop = ds.get("SOPClassUID")
-        sop_name = (_uid_name(sop) or _safe_uid(sop)) if sop else ""
+        sop_name = (uid_name(sop) or safe_uid(sop)) if sop else ""
         sop_text = f", SOP class {sop_name}" if sop else ""
         # An image SOP class without pixels means the file was cut, not that it is a report.
         hint = (
@@ -291,7 +125,7 @@ def _check_decodable(ds: Dataset, label: str, max_pixels: int) -> None:
     uid = ds.file_meta.TransferSyntaxUID
     if not uid.is_transfer_syntax:
         raise UnsupportedImageError(
-            f"{label} declares '{_safe_uid(uid)}' as its transfer syntax, which is not a DICOM "
+            f"{label} declares '{safe_uid(uid)}' as its transfer syntax, which is not a DICOM "
             "transfer syntax; the file is corrupt or non-standard: export the image as PNG"
         )
     if uid.is_compressed:
@@ -322,12 +156,12 @@ def _check_codec(uid: Any, label: str) -> None:
         decoder = get_decoder(uid)
     except NotImplementedError as exc:
         raise UnsupportedImageError(
-            f"{label} uses the transfer syntax {_uid_label(uid)}, which pydicom cannot "
+            f"{label} uses the transfer syntax {uid_label(uid)}, which pydicom cannot "
             "decode; export the image as PNG"
         ) from exc
     if not decoder.is_available:
         raise UnsupportedImageError(
-            f"{label} is compressed with {_uid_label(uid)} and no installed decoder "
+            f"{label} is compressed with {uid_label(uid)} and no installed decoder "
             f"handles it: {_INSTALL_HINT}"
         )
 
@@ -368,7 +202,7 @@ def _decode_first_frame(ds: Dataset, label: str) -> np.ndarray:
         return np.asarray(pixel_array(ds, index=0))
     except Exception as exc:  # decoder plugins raise assorted types on bad streams
         raise ImageReadError(
-            f"{label}: the pixel data cannot be decoded ({_safe_reason(exc)})"
+            f"{label}: the pixel data cannot be decoded ({safe_reason(exc)})"
         ) from exc
 
 
@@ -416,7 +250,7 @@ def _apply_voi(values: np.ndarray, ds: Dataset, label: str) -> np.ndarray:
             )
     except Exception as exc:  # invalid window width, malformed LUT ...
         logger.warning("%s: ignoring an invalid VOI LUT/window (%s); using min-max", label,
-                       _safe_reason(exc))
+                       safe_reason(exc))
         return _min_max(values)
     low, high = (probe.min(), probe.max()) if has_lut else (probe[0], probe[-1])
     if high == low:

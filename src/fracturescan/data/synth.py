@@ -18,7 +18,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..errors import ConfigError
-from .phantom import VIEWS, render_wrist, sample_anatomy
+from .phantom import VIEWS, render_wrist
+from .phantom_anatomy import sample_anatomy
 from .records import BODY_PARTS
 from .sources import SYNTHETIC_MARKER as MARKER_FILE
 from .sources import is_synthetic as synthetic_marker
