@@ -248,7 +248,7 @@ def to_png(image: np.ndarray) -> bytes:
 
 def _dicom_info(data: bytes) -> dict[str, Any] | None:
     """Non-identifying DICOM fields (never names, IDs, dates); None if they cannot be read."""
-    from fracturescan.data.dicom import dicom_metadata_safe, load_dataset
+    from fracturescan.data.dicom_dataset import dicom_metadata_safe, load_dataset
 
     try:
         return dicom_metadata_safe(load_dataset(data, pixels=False, force=True))
