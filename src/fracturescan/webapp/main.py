@@ -19,7 +19,7 @@ from fracturescan.store import settings, users
 from fracturescan.store.audit import log_event
 from fracturescan.store.users import UserInfo
 
-from . import admin, auth, doctor
+from . import admin, apikeys_page, auth, doctor
 from .config import AppConfig
 from fracturescan.service import active_model, active_threshold, discover_models
 
@@ -38,6 +38,7 @@ PAGES: dict[str, Page] = {
     "analyse": Page("Analyse", frozenset({"doctor", "admin"})),
     "account": Page("My account", frozenset({"doctor", "admin"})),
     "users": Page("Users", frozenset({"admin"})),
+    "keys": Page("API keys", frozenset({"admin"})),
     "models": Page("Model & settings", frozenset({"admin"})),
     "audit": Page("Audit log", frozenset({"admin"})),
 }
@@ -91,6 +92,7 @@ def _render_page(key: str, engine: Engine, user: UserInfo, config: AppConfig) ->
     renderers: dict[str, Callable[[], None]] = {
         "account": lambda: auth.change_password_form(engine, user, forced=False),
         "users": lambda: admin.render_users(engine, user),
+        "keys": lambda: apikeys_page.render_api_keys(engine, user),
         "models": lambda: admin.render_models(engine, user, models, choice),
         "audit": lambda: admin.render_audit(engine, user),
     }
@@ -121,6 +123,8 @@ def run(config: AppConfig | None = None) -> None:
         auth.change_password_form(engine, user, forced=True)
         return
     key = st.query_params.get("page", "analyse")
+    if key != "keys":
+        apikeys_page.forget_new_key()  # a new API key is shown only until the admin leaves
     _navigation(user, key)
     page = PAGES.get(key)
     if page is None or user.role not in page.roles:
