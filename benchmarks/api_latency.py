@@ -2,7 +2,8 @@
 
 A real uvicorn server runs ``fracturescan.api`` in a thread of this process; an httpx client
 posts one phantom PNG to ``/v1/predict`` (with and without ``?heatmaps=true``) with an API key.
-The baselines, interleaved with the HTTP calls so background load hits both alike, are the
+The baselines, timed in blocks alternating with the HTTP calls so background load hits both
+alike, are the
 library calls the endpoint ends up making: ``Predictor.predict_image`` for a prediction and
 ``explain_image`` for a prediction with heatmap. The difference is what the API adds: HTTP,
 multipart parsing, key check, threshold lookup, the audit write, the overlay PNG and JSON.
@@ -21,9 +22,12 @@ import logging
 import os
 import socket
 import tempfile
+import multiprocessing
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import httpx
 import torch
@@ -33,12 +37,13 @@ from fracturescan.api.app import create_app
 from fracturescan.data.images import read_image
 from fracturescan.data.synth import generate_mura_phantoms
 from fracturescan.explain import explain_image
-from fracturescan.inference import Predictor
 from fracturescan.models import build_model, save_checkpoint
 from fracturescan.store.apikeys import create_key
 from fracturescan.store.users import create_user, open_store
 from fracturescan.webapp.config import AppConfig
-from inference_latency import interleaved, machine, pct  # the sibling benchmark's helpers
+from inference_latency import alternating_blocks, machine, pct  # the sibling benchmark's helpers
+
+T = TypeVar("T")
 
 
 def parse_args() -> argparse.Namespace:
@@ -48,9 +53,15 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--image-size", type=int, default=224, help="model input side")
     p.add_argument("--source-size", type=int, default=512, help="height of the phantom PNG")
     p.add_argument("--runs", type=int, default=50, help="timed calls per path")
-    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=2, help="untimed calls before each block of timed ones")
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="torch intra-op threads")
     return p.parse_args()
+
+
+def build_checkpoint(directory: Path, arch: str, image_size: int) -> None:
+    """A random-init checkpoint (run in a child process)."""
+    torch.manual_seed(0)
+    save_checkpoint(directory, build_model(arch, weights="none"), {"input_size": image_size})
 
 
 def _free_port() -> int:
@@ -81,8 +92,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="fs-api-") as tmp:
         root = Path(tmp)
         torch.manual_seed(0)
-        ckpt = save_checkpoint(root / "run" / "best", build_model(args.arch, weights="none"),
-                               {"input_size": args.image_size})
+        # Built in a child process: torch slows down once two threads of one process have run it
+        # (see api/app.py), so in this process only the server's model thread runs torch.
+        ckpt = root / "run" / "best"
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as child:
+            child.submit(build_checkpoint, ckpt, args.arch, args.image_size).result()
         generate_mura_phantoms(root / "phantoms", 2, args.source_size, seed=0)
         png = sorted((root / "phantoms").rglob("*.png"))[0]
         data = png.read_bytes()
@@ -92,7 +106,12 @@ def main() -> None:
         create_user(engine, "bench", "benchmark-password", "doctor", actor="benchmark")
         key = create_key(engine, "bench", "benchmark", actor="benchmark")[1]
         server, base = start_server(config)
-        predictor = Predictor.from_checkpoint(ckpt, device="cpu", backend="torch")
+        models = server.config.app.state.models
+        predictor = models.predictor(models.active(engine))  # the very object the endpoint uses
+        assert predictor.backend == "torch"
+
+        def on_library(fn: Callable[[], T]) -> T:  # the baseline runs where the endpoint's work runs
+            return models.run(fn)
         client = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=120)
 
         def post(heatmaps: bool) -> None:
@@ -100,10 +119,10 @@ def main() -> None:
                                    files=[("files", (png.name, data, "image/png"))])
             response.raise_for_status()
 
-        times = interleaved({
-            "library": lambda: predictor.predict_image(data, name=png.name),
+        times = alternating_blocks({
+            "library": lambda: on_library(lambda: predictor.predict_image(data, name=png.name)),
             "api": lambda: post(False),
-            "library+heatmap": lambda: explain_image(predictor, read_image(data, name=png.name)),
+            "library+heatmap": lambda: on_library(lambda: explain_image(predictor, read_image(data, name=png.name))),
             "api+heatmap": lambda: post(True),
         }, args.runs, args.warmup)
         server.should_exit = True

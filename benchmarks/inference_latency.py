@@ -2,8 +2,9 @@
 
 One PNG file → decode → resize → normalise → model → probability, timed with
 ``Predictor.predict_image`` exactly as the CLI, app and API call it; then the throughput of a
-16-image folder through ``Predictor.predict_paths``. Torch and ONNX Runtime runs are interleaved
-so load from other processes hits both alike; figures are reported as ratios against torch.
+16-image folder through ``Predictor.predict_paths``. Torch and ONNX Runtime take turns in blocks
+of calls (see :func:`alternating_blocks`) so load from other processes hits both alike; figures
+are reported as ratios against torch.
 
 The model is a random-init DenseNet121 (weights do not change the cost) saved into a temporary
 checkpoint and exported with ``fracturescan.export``; the images are synthetic phantoms.
@@ -41,7 +42,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--image-size", type=int, default=224, help="model input side")
     p.add_argument("--source-size", type=int, default=512, help="height of the phantom PNGs")
     p.add_argument("--runs", type=int, default=50, help="timed single-image runs per backend")
-    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=2, help="untimed calls before each block of timed ones")
     p.add_argument("--batch", type=int, default=16, help="images per batch for throughput")
     p.add_argument("--batch-runs", type=int, default=5, help="timed batches per backend")
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
@@ -81,17 +82,26 @@ def make_inputs(root: Path, args: argparse.Namespace) -> tuple[Path, list[Path]]
     return ckpt, pngs
 
 
-def interleaved(fns: dict[str, Callable[[], object]], runs: int, warmup: int) -> dict[str, list[float]]:
-    """Seconds per call of each function, calls alternating between them."""
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
+def alternating_blocks(fns: dict[str, Callable[[], object]], runs: int, warmup: int,
+                       block: int = 10) -> dict[str, list[float]]:
+    """Seconds per call of each function, ``runs`` each, measured in alternating blocks.
+
+    Each block is ``warmup`` untimed calls of one function, then up to ``block`` timed ones;
+    the functions take turns until each has ``runs`` timings. Blocks, not single alternating
+    calls: one runtime's call slows the other runtime's next call, most likely because worker
+    threads keep spinning for a moment (measured on the 2-core dev machine: torch eager 110 ms
+    per image when every call alternated with ONNX Runtime, 61 ms on its own). Alternating the blocks still
+    spreads slow changes in background load over all functions alike.
+    """
     times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(runs):
+    while any(len(t) < runs for t in times.values()):
         for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
+            for _ in range(warmup):
+                fn()
+            for _ in range(min(block, runs - len(times[name]))):
+                t0 = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - t0)
     return times
 
 
@@ -124,15 +134,17 @@ def main() -> None:
         fast = Predictor.from_checkpoint(ckpt, device="cpu")
         assert fast.backend == "onnx", "the ONNX export was not picked up"
         one = pngs[0]
-        single = interleaved({"torch": lambda: eager.predict_image(one), "onnx": lambda: fast.predict_image(one)},
-                             args.runs, args.warmup)
-        batch = interleaved(
+        paths: dict[str, Callable[[], object]] = {"torch": lambda: eager.predict_image(one),
+                                                  "onnx": lambda: fast.predict_image(one)}
+        cam = gradcam_fn(eager, one)
+        if cam is not None:
+            paths["torch+cam"] = cam
+        single = alternating_blocks(paths, args.runs, args.warmup)
+        batch = alternating_blocks(
             {"torch": lambda: eager.predict_paths(pngs, batch_size=args.batch, progress=False),
              "onnx": lambda: fast.predict_paths(pngs, batch_size=args.batch, progress=False)},
             args.batch_runs, 1)
-        cam = gradcam_fn(eager, one)
-        cam_times = interleaved({"torch+cam": cam}, args.runs, args.warmup)["torch+cam"] if cam else None
-        report(args, single, batch, cam_times, len(pngs))
+        report(args, single, batch, single.get("torch+cam"), len(pngs))
 
 
 def report(args: argparse.Namespace, single: dict[str, list[float]], batch: dict[str, list[float]],

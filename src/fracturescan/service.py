@@ -331,5 +331,6 @@ def overlay_png(item: AnalysedImage, alpha: float = 0.4) -> bytes | None:
     if item.heatmap is None or item.display is None:
         return None
     buffer = io.BytesIO()
-    Image.fromarray(make_overlay(item.display, item.heatmap, alpha)).save(buffer, "PNG")
+    # Level 3 instead of PNG's default 6: half the encoding time for about a fifth more bytes.
+    Image.fromarray(make_overlay(item.display, item.heatmap, alpha)).save(buffer, "PNG", compress_level=3)
     return buffer.getvalue()

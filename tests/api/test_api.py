@@ -205,3 +205,24 @@ def test_an_unexpected_failure_is_a_500_with_a_reference_and_no_details(client, 
 def test_an_admins_key_works_like_a_doctors(client, engine) -> None:
     _, key = create_key(engine, "admin", "ops", actor="admin")
     assert client.post("/v1/predict", headers=auth(key), files=pngs(1)).status_code == 200
+
+
+def test_model_work_runs_on_one_dedicated_thread(client, doctor_key: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loading and every analysis happen on the model thread, whichever request thread asked
+    (torch on a CPU slows down once several threads have run it; see api/app.py)."""
+    import threading
+
+    import fracturescan.api.app as api_app
+
+    seen: list[str] = []
+    real = api_app.analyse_and_record
+
+    def recording(*args, **kwargs):
+        seen.append(threading.current_thread().name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(api_app, "analyse_and_record", recording)
+    for seed in range(3):
+        assert client.post("/v1/predict", headers=auth(doctor_key), files=pngs(seed)).status_code == 200
+    assert len(seen) == 3 and len(set(seen)) == 1 and seen[0].startswith("fracturescan-model")
+    assert threading.current_thread().name not in seen
