@@ -13,10 +13,12 @@ import hashlib
 import io
 import json
 import logging
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 import numpy as np
 from PIL import Image
@@ -197,6 +199,26 @@ class Analysis:
         """Mean of the readable images' probabilities (MURA's study rule)."""
         probs = [i.probability for i in self.readable]
         return float(np.mean(probs)) if probs else None
+
+
+#: The one thread of this process that loads and runs models (see :func:`on_model_thread`).
+_MODEL_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fracturescan-model")
+T = TypeVar("T")
+
+
+def on_model_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``fn(*args, **kwargs)`` on the process's single model thread; waits for the result.
+
+    The web app and the API load and run every model here, whichever request or Streamlit
+    session asks. It serialises analyses (heatmap hooks sit on the shared model), and torch on a
+    CPU is much slower once its thread pools have been started from several threads: measured
+    on the 2-core dev machine, DenseNet121 at 224 px took 66-68 ms per image when loading and
+    inference shared one worker thread, 98-108 ms when the model was loaded on one thread and
+    used on another. A call made on the model thread itself runs directly (no deadlock).
+    """
+    if threading.current_thread().name.startswith("fracturescan-model"):
+        return fn(*args, **kwargs)
+    return _MODEL_THREAD.submit(fn, *args, **kwargs).result()
 
 
 def _explain_api() -> tuple[Callable[..., Any], Callable[..., Any]] | None:

@@ -10,7 +10,6 @@ audit trail as the web app, under the key owner's name.
 import base64
 import logging
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Any, Callable, TypeVar
 
 from fastapi import Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
@@ -22,7 +21,7 @@ from fracturescan import __version__
 from fracturescan.errors import CheckpointError, FracturescanError, ImageReadError
 from fracturescan.service import (INTENDED_USE, LOCALISATION_BAR, AnalysedImage, ModelChoice, active_model,
                                   active_threshold, analyse_and_record, check_upload_size, discover_models,
-                                  heatmap_caption, overlay_png)
+                                  heatmap_caption, on_model_thread, overlay_png)
 from fracturescan.store.apikeys import authenticate_key
 from fracturescan.store.audit import record_feedback
 from fracturescan.store.users import AuthenticationError, UserInfo, open_store
@@ -45,19 +44,12 @@ T = TypeVar("T")
 
 
 class _Models:
-    """The active model, its loaded Predictor, and the one thread all model work runs on.
-
-    One thread, not the request's: it serialises analyses (the heatmap hooks sit on the shared
-    model), and torch on a CPU is much slower once its thread pools have been started from
-    several threads (measured on the 2-core dev machine: DenseNet121 at 224 px 66 ms per image
-    when loading and inference share one worker thread, about 100 ms when the model was loaded
-    on the main thread and used on another).
-    """
+    """The active model and its loaded Predictor; loading and analyses run on the process's
+    single model thread (:func:`~fracturescan.service.on_model_thread`, which says why)."""
 
     def __init__(self, config: AppConfig) -> None:
         self.config = config
         self._predictors: dict[str, Any] = {}
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fracturescan-model")
 
     def active(self, engine: Any) -> ModelChoice | None:
         """The admin's active model (the first one found if none was chosen)."""
@@ -65,7 +57,7 @@ class _Models:
 
     def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """``fn(*args, **kwargs)`` on the model thread, after the work queued before it."""
-        return self._worker.submit(fn, *args, **kwargs).result()
+        return on_model_thread(fn, *args, **kwargs)
 
     def predictor(self, choice: ModelChoice) -> Any:
         """The loaded Predictor of ``choice`` (kept per weights hash; the last two stay loaded)."""

@@ -10,7 +10,7 @@ import streamlit as st
 from sqlalchemy import Engine
 
 from fracturescan.service import (INTENDED_USE, LOCALISATION_BAR, Analysis, ModelChoice, analyse_and_record,
-                                  heatmap_caption, make_overlay)
+                                  heatmap_caption, make_overlay, on_model_thread)
 from fracturescan.store.audit import record_feedback
 from fracturescan.store.users import UserInfo
 
@@ -67,8 +67,8 @@ def _run_analysis(engine: Engine, user: UserInfo, choice: ModelChoice, predictor
                   threshold: float, store_pixels: bool, files: list[Any], max_upload_mb: float) -> None:
     uploads = [(f.name, f.getvalue()) for f in files]
     with st.spinner("Analysing…"):
-        analysis = analyse_and_record(engine, user, choice, predictor, threshold, uploads,
-                                      store_pixels=store_pixels, max_bytes=int(max_upload_mb * 1_000_000))
+        analysis = on_model_thread(analyse_and_record, engine, user, choice, predictor, threshold, uploads,
+                                   store_pixels=store_pixels, max_bytes=int(max_upload_mb * 1_000_000))
     st.session_state[_RESULT] = analysis
 
 

@@ -21,7 +21,7 @@ from fracturescan.store.users import UserInfo
 
 from . import admin, apikeys_page, auth, doctor
 from .config import AppConfig
-from fracturescan.service import active_model, active_threshold, discover_models
+from fracturescan.service import active_model, active_threshold, discover_models, on_model_thread
 
 log = logging.getLogger("fracturescan.webapp")
 
@@ -68,7 +68,7 @@ def get_predictor(path: str, sha256: str) -> Any:
     """Load a checkpoint once per process (``sha256`` keys the cache to the exact weights)."""
     from fracturescan.inference import Predictor
 
-    return Predictor.from_checkpoint(path)
+    return on_model_thread(Predictor.from_checkpoint, path)
 
 
 def _navigation(user: UserInfo, current: str) -> None:
