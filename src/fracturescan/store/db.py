@@ -5,8 +5,8 @@ SQLite (a file, WAL mode) is the default; any SQLAlchemy URL such as
 ``postgresql+psycopg://user:pass@host/db`` works the same. Timestamps are stored as UTC.
 
 The audit tables (``audit_studies``, ``audit_images``, ``feedback``, ``events``) are append-only:
-this package has no function that updates or deletes their rows, and on SQLite triggers make
-the database itself refuse such statements.
+this package has no function that updates or deletes their rows, and on SQLite and PostgreSQL
+triggers make the database itself refuse such statements.
 """
 
 from __future__ import annotations
@@ -177,14 +177,30 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 
 def _append_only_triggers(engine: Engine) -> None:
-    """On SQLite, make UPDATE and DELETE on audit tables fail inside the database too."""
+    """Make UPDATE and DELETE on the audit tables fail inside the database too (SQLite and
+    PostgreSQL; on PostgreSQL also TRUNCATE). Other databases rely on this package alone."""
+    dialect = engine.dialect.name
+    if dialect not in ("sqlite", "postgresql"):
+        log.warning("audit tables are append-only by this package only: no database triggers for %s", dialect)
+        return
     with engine.begin() as conn:
+        if dialect == "postgresql":
+            conn.execute(text(
+                "CREATE OR REPLACE FUNCTION fracturescan_append_only() RETURNS trigger AS $$ "
+                "BEGIN RAISE EXCEPTION '% is append-only', TG_TABLE_NAME; END; $$ LANGUAGE plpgsql"
+            ))
         for table in APPEND_ONLY_TABLES:
-            for op in ("UPDATE", "DELETE"):
-                conn.execute(text(
-                    f"CREATE TRIGGER IF NOT EXISTS {table}_no_{op.lower()} BEFORE {op} ON {table} "
-                    f"BEGIN SELECT RAISE(ABORT, '{table} is append-only'); END"
-                ))
+            if dialect == "sqlite":
+                for op in ("UPDATE", "DELETE"):
+                    conn.execute(text(
+                        f"CREATE TRIGGER IF NOT EXISTS {table}_no_{op.lower()} BEFORE {op} ON {table} "
+                        f"BEGIN SELECT RAISE(ABORT, '{table} is append-only'); END"
+                    ))
+                continue
+            for name, when in ((f"{table}_no_change", "UPDATE OR DELETE ON {t} FOR EACH ROW"),
+                               (f"{table}_no_truncate", "TRUNCATE ON {t} FOR EACH STATEMENT")):
+                conn.execute(text(f"CREATE OR REPLACE TRIGGER {name} BEFORE {when.format(t=table)} "
+                                  "EXECUTE FUNCTION fracturescan_append_only()"))  # PostgreSQL >= 14
 
 
 def make_engine(url: str) -> Engine:
@@ -194,7 +210,6 @@ def make_engine(url: str) -> Engine:
     if is_sqlite:
         event.listen(engine, "connect", _sqlite_pragmas)
     Base.metadata.create_all(engine)
-    if is_sqlite:
-        _append_only_triggers(engine)
+    _append_only_triggers(engine)
     log.info("app database ready (%s)", engine.url.render_as_string(hide_password=True))
     return engine

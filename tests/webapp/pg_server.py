@@ -1,0 +1,48 @@
+"""A throwaway PostgreSQL server for tests: initdb into a temporary folder, listen on a Unix
+socket only, stop and delete at the end. Skips when PostgreSQL's programs are not installed
+(``.ci/run`` installs Debian's ``postgresql``)."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+
+def _bin(name: str) -> str | None:
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))  # Debian keeps initdb off PATH
+    return found[-1] if found else shutil.which(name)
+
+
+def _as_owner(command: list[str]) -> list[str]:
+    """PostgreSQL refuses to run as root: run as the ``postgres`` account then."""
+    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
+
+
+def postgres_server() -> Iterator[str]:
+    """Yield an SQLAlchemy URL of a fresh, empty database (psycopg driver)."""
+    pytest.importorskip("psycopg")
+    initdb, pg_ctl = _bin("initdb"), _bin("pg_ctl")
+    if initdb is None or pg_ctl is None:
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
+    root = Path(tempfile.mkdtemp(prefix="fs-pg-"))
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres", "postgres")
+    data, log = root / "data", root / "server.log"
+    try:
+        subprocess.run(_as_owner([initdb, "-D", str(data), "-U", "fracturescan", "-A", "trust", "-E", "UTF8",
+                                  "--no-sync"]), check=True, capture_output=True, timeout=120)
+        options = f"-k {root} -c listen_addresses='' -c fsync=off -p 5432"
+        subprocess.run(_as_owner([pg_ctl, "-D", str(data), "-l", str(log), "-o", options, "-w", "start"]),
+                       check=True, capture_output=True, timeout=120)
+        yield f"postgresql+psycopg://fracturescan@/postgres?host={root}&port=5432"
+    finally:
+        subprocess.run(_as_owner([pg_ctl, "-D", str(data), "-m", "immediate", "stop"]), capture_output=True,
+                       timeout=60)
+        shutil.rmtree(root, ignore_errors=True)
