@@ -172,6 +172,9 @@ def test_feedback_is_recorded_against_the_analysis(client, engine, doctor_key: s
     assert missing.status_code == 404 and "audit_id" in missing.json()["error"]
     invalid = client.post(f"/v1/studies/{audit_id}/feedback", headers=auth(doctor_key), json={"note": "x"})
     assert invalid.status_code == 422 and "agrees" in invalid.json()["error"]
+    for bad_id in ("0", "-3", str(2**70)):  # 2**70 once overflowed SQLite's INTEGER: a 500 (found by schemathesis)
+        out_of_range = client.post(f"/v1/studies/{bad_id}/feedback", headers=auth(doctor_key), json={"agrees": True})
+        assert out_of_range.status_code == 422 and "audit_id" in out_of_range.json()["error"]
 
 
 def test_disabling_the_owner_stops_the_key_on_the_next_request(client, engine, doctor_key: str) -> None:
@@ -226,3 +229,14 @@ def test_model_work_runs_on_one_dedicated_thread(client, doctor_key: str, monkey
         assert client.post("/v1/predict", headers=auth(doctor_key), files=pngs(seed)).status_code == 200
     assert len(seen) == 3 and len(set(seen)) == 1 and seen[0].startswith("fracturescan-model")
     assert threading.current_thread().name not in seen
+
+
+def test_framework_errors_have_the_same_error_shape(client, doctor_key: str) -> None:
+    """Malformed JSON, unknown paths and wrong methods answer {"error": ...} like the rest."""
+    malformed = client.post("/v1/studies/1/feedback", headers={**auth(doctor_key), "Content-Type": "application/json"},
+                            content=b"\xf06{")
+    assert malformed.status_code == 400 and set(malformed.json()) == {"error"}
+    unknown = client.get("/v1/nothing-here")
+    assert unknown.status_code == 404 and set(unknown.json()) == {"error"}
+    wrong_method = client.get("/v1/predict", headers=auth(doctor_key))
+    assert wrong_method.status_code == 405 and set(wrong_method.json()) == {"error"}

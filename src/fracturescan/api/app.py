@@ -13,9 +13,11 @@ import uuid
 from typing import Annotated, Any, Callable, TypeVar
 
 from fastapi import Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fracturescan import __version__
 from fracturescan.errors import CheckpointError, FracturescanError, ImageReadError
@@ -73,6 +75,22 @@ class _Models:
             self._predictors[key] = Predictor.from_checkpoint(choice.path)
             log.info("loaded model %s (%s)", choice.model_id, choice.version)
         return self._predictors[key]
+
+
+_ERROR_MEANINGS = {
+    400: "The request body could not be parsed (malformed JSON or multipart).",
+    401: "No API key, an unknown or revoked one, or a disabled account.",
+    404: "No analysis with that audit id.",
+    413: "Too many files, or a request larger than the files allowed may total.",
+    422: "Invalid request, or none of the files could be read (each file's reason is named).",
+    500: "Unexpected error: the message gives a reference to the server log, no details.",
+    503: "No model is available, or the active model could not be loaded.",
+}
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for these error codes: all share the ``{"error": ...}`` body."""
+    return {code: {"model": schemas.ErrorBody, "description": _ERROR_MEANINGS[code]} for code in codes}
 
 
 def _warnings(choice: ModelChoice) -> list[str]:
@@ -162,23 +180,21 @@ def create_app(config: AppConfig, preload: bool = False) -> FastAPI:
     User = Annotated[UserInfo, Depends(current_user)]
     Model = Annotated[ModelChoice, Depends(require_model)]
 
-    @app.get("/v1/health", response_model=schemas.Health)
+    @app.get("/v1/health", response_model=schemas.Health, responses=_errors(500))
     def health() -> schemas.Health:
         """Liveness, and whether a model is there to serve (no key needed)."""
         choice = models.active(engine)
         return schemas.Health(status="ok" if choice else "no-model",
                               model_id=choice.model_id if choice else None, version=__version__)
 
-    @app.get("/v1/model", response_model=schemas.ModelInfo)
+    @app.get("/v1/model", response_model=schemas.ModelInfo, responses=_errors(401, 500, 503))
     def model_info(user: User, choice: Model) -> schemas.ModelInfo:
         """The model that answers predictions now, its threshold, and what to know about it."""
         return _model_info(choice, active_threshold(engine, choice))
 
-    @app.post("/v1/predict", response_model=schemas.Prediction,
-              responses={401: {"model": schemas.ErrorBody}, 413: {"model": schemas.ErrorBody},
-                         422: {"model": schemas.ErrorBody}, 503: {"model": schemas.ErrorBody}})
+    @app.post("/v1/predict", response_model=schemas.Prediction, responses=_errors(400, 401, 413, 422, 500, 503))
     def predict(user: User, choice: Model,
-                files: Annotated[list[UploadFile], File(description="The views of one study: PNG, JPEG or DICOM.")],
+                files: Annotated[list[UploadFile], File(min_length=1, description="The views of one study: PNG, JPEG or DICOM.")],
                 heatmaps: Annotated[bool, Query(description="Add a heatmap overlay (base64 PNG) per image.")] = False,
                 ) -> schemas.Prediction:
         """Score one study: each image, and the study as the mean of its images (MURA's rule)."""
@@ -213,8 +229,10 @@ def create_app(config: AppConfig, preload: bool = False) -> FastAPI:
             images=images, heatmap_caption=heatmap_caption(methods.pop()) if methods else None,
             seconds=analysis.seconds, disclaimer=DISCLAIMER, warnings=_warnings(choice))
 
-    @app.post("/v1/studies/{audit_id}/feedback", response_model=schemas.FeedbackOut, status_code=201)
-    def feedback(audit_id: int, body: schemas.FeedbackIn, user: User) -> schemas.FeedbackOut:
+    @app.post("/v1/studies/{audit_id}/feedback", response_model=schemas.FeedbackOut, status_code=201,
+              responses=_errors(400, 401, 404, 422, 500))
+    def feedback(audit_id: Annotated[int, PathParam(ge=1, le=2**63 - 1, description="From a prediction.")],
+                 body: schemas.FeedbackIn, user: User) -> schemas.FeedbackOut:
         """Record whether the reader agrees with an analysis's study decision (append-only)."""
         try:
             feedback_id = record_feedback(engine, user, audit_id, body.agrees, body.note)
@@ -240,8 +258,10 @@ def create_app(config: AppConfig, preload: bool = False) -> FastAPI:
 def _install_error_handlers(app: FastAPI) -> None:
     """Every error becomes ``{"error": "..."}``; unexpected ones are logged with a reference."""
 
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    # Starlette's class, not FastAPI's subclass: body-parsing failures (400), unknown paths (404)
+    # and wrong methods (405) are raised as Starlette's and must get the same error shape.
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
