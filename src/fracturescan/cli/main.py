@@ -152,6 +152,29 @@ def evaluate(
 
 
 @command()
+def compare(
+    runs: list[Path] = typer.Argument(..., help="Two or more evaluated runs (or eval folders); the first is the reference."),
+    split: str = typer.Option("valid", help="The evaluated split to compare."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for comparison.md/.json and the ROC figure "
+                                                            "(default ./comparison_<split>)."),
+    n_boot: int = typer.Option(2000, "--n-boot", help="Paired bootstrap resamples of studies."),
+) -> None:
+    """Study-level metrics of several runs on the same studies, with paired 95% intervals of
+    each run's difference from the first."""
+    from ..evaluation.compare import compare_runs, comparison_markdown, load_evaluation, write_comparison
+
+    loaded = [load_evaluation(run, split) for run in runs]
+    names = [run.name for run in loaded]
+    if len(set(names)) < len(names):  # e.g. a/best and b/best: name them by their folder
+        loaded = [load_evaluation(run, split, name=f"{Path(run).resolve().parent.name}/{item.name}")
+                  for run, item in zip(runs, loaded)]
+    result = compare_runs(loaded, n_boot=n_boot)
+    folder = write_comparison(result, loaded, out or Path(f"comparison_{split}"))
+    typer.echo(comparison_markdown(result))
+    typer.echo(f"Written to {folder}")
+
+
+@command()
 def predict(
     model: Path = typer.Argument(..., help="Run or checkpoint directory."),
     paths: list[Path] = typer.Argument(..., help="Image files, study folders or a whole tree."),
