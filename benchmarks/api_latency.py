@@ -41,7 +41,7 @@ from fracturescan.models import build_model, save_checkpoint
 from fracturescan.store.apikeys import create_key
 from fracturescan.store.users import create_user, open_store
 from fracturescan.webapp.config import AppConfig
-from inference_latency import alternating_blocks, machine, pct  # the sibling benchmark's helpers
+from inference_latency import alternating_blocks, machine, pct, print_table  # the sibling benchmark's helpers
 
 T = TypeVar("T")
 
@@ -143,11 +143,7 @@ def report(args: argparse.Namespace, times: dict[str, list[float]], load_at_star
                               ("api+heatmap", "library+heatmap", "POST /v1/predict?heatmaps=true")):
         p50, b50 = pct(times[name], 50), pct(times[base], 50)
         rows.append((label, f"{p50:.1f}", f"{pct(times[name], 95):.1f}", f"{p50 / b50:.2f}x", f"{p50 - b50:+.1f}"))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for i, row in enumerate(rows):
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths)))
-        if i == 0:
-            print("  ".join("-" * w for w in widths))
+    print_table(rows)
 
 
 if __name__ == "__main__":

@@ -117,6 +117,15 @@ def gradcam_fn(predictor: Predictor, png: Path) -> Callable[[], object] | None:
     return lambda: explain_image(predictor, read_image(png))
 
 
+def print_table(rows: list[tuple[str, ...]]) -> None:
+    """Print rows as aligned columns; the first row is the header."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for i, row in enumerate(rows):
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)))
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+
+
 def pct(values: list[float], q: float) -> float:
     """The q-th percentile in milliseconds."""
     return float(np.percentile(values, q)) * 1000.0
@@ -168,11 +177,7 @@ def report(args: argparse.Namespace, single: dict[str, list[float]], batch: dict
                      f"{base_p50 / pct(cam, 50):.2f}x"))
     else:
         rows.append(("torch + Grad-CAM", "n/a", "n/a", "-", "fracturescan.explain unavailable"))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for i, row in enumerate(rows):
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths)))
-        if i == 0:
-            print("  ".join("-" * w for w in widths))
+    print_table(rows)
 
 
 if __name__ == "__main__":
