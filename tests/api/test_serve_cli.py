@@ -70,6 +70,7 @@ def test_serve_answers_a_prediction_over_http(tmp_path: Path, db_url: str, docto
         assert response.status_code == 200, response.text
         assert 0 <= response.json()["study"]["probability"] <= 1
         assert httpx.get(f"{base}/openapi.json", timeout=5).json()["info"]["title"] == "fracturescan API"
+        _run_example_client(base, doctor_key, tmp_path)
     finally:
         server.terminate()
         log = server.communicate(timeout=30)[0].decode(errors="replace")
@@ -85,3 +86,23 @@ def test_serve_stops_at_start_on_a_broken_checkpoint(tmp_path: Path, db_url: str
     assert main(["serve", "--model", str(run), "--db", db_url]) == 1
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert error.startswith("error: ") and "model.safetensors" in error and "Traceback" not in error
+
+
+def _run_example_client(base: str, key: str, tmp_path: Path) -> None:
+    """examples/api_client.py (standard library only) against the same server: a two-view study
+    with heatmaps saved, then a refusal with a wrong key."""
+    study = tmp_path / "study"
+    study.mkdir()
+    for seed in (1, 2):
+        (study / f"view{seed}.png").write_bytes(png_bytes(seed))
+    script = Path(__file__).resolve().parents[2] / "examples" / "api_client.py"
+    done = subprocess.run([sys.executable, str(script), base, str(study), "--heatmaps", str(tmp_path / "maps")],
+                          env={**os.environ, "FRACTURESCAN_API_KEY": key}, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "view1.png: P(abnormal) = " in done.stdout and "study: P(abnormal) = " in done.stdout
+    assert "SYNTHETIC" in done.stdout and "not a diagnostic device" in done.stdout
+    assert sorted(p.name for p in (tmp_path / "maps").iterdir()) == ["view1_heatmap.png", "view2_heatmap.png"]
+    refused = subprocess.run([sys.executable, str(script), base, str(study)],
+                             env={**os.environ, "FRACTURESCAN_API_KEY": "fsk_wrong"}, capture_output=True,
+                             text=True, timeout=120)
+    assert refused.returncode == 1 and refused.stderr.startswith("error: 401: Invalid or revoked API key")
