@@ -348,11 +348,19 @@ def analyse_and_record(engine: Any, user: Any, choice: ModelChoice, predictor: A
     return analysis
 
 
-def overlay_png(item: AnalysedImage, alpha: float = 0.4) -> bytes | None:
-    """RGB PNG of ``item``'s heatmap over its (display-sized) image; None without a heatmap."""
-    if item.heatmap is None or item.display is None:
+def overlay_png(item: AnalysedImage, threshold: float, synthetic: bool, alpha: float = 0.4) -> bytes | None:
+    """The heatmap over the image as a PNG captioned like ``fracturescan explain`` figures
+    (probability and decision, the method with "explanation aid, not a diagnosis", and the
+    synthetic-model note), so the picture stays labelled wherever a client shows it.
+    None without a heatmap."""
+    if item.heatmap is None or item.display is None or item.probability is None:
         return None
+    from fracturescan.explain import METHOD_LABELS, add_caption, caption_lines, overlay
+    from fracturescan.explain.overlay import display_size
+
+    image, heatmap = display_size(item.display, item.heatmap)
+    lines = caption_lines(item.probability, threshold, synthetic, METHOD_LABELS.get(item.heatmap_method or "", "Heatmap"))
     buffer = io.BytesIO()
     # Level 3 instead of PNG's default 6: half the encoding time for about a fifth more bytes.
-    Image.fromarray(make_overlay(item.display, item.heatmap, alpha)).save(buffer, "PNG", compress_level=3)
+    add_caption(overlay(image, heatmap, alpha), lines).save(buffer, "PNG", compress_level=3)
     return buffer.getvalue()

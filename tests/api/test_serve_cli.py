@@ -100,7 +100,7 @@ def _run_example_client(base: str, key: str, tmp_path: Path) -> None:
                           env={**os.environ, "FRACTURESCAN_API_KEY": key}, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "view1.png: P(abnormal) = " in done.stdout and "study: P(abnormal) = " in done.stdout
-    assert "SYNTHETIC" in done.stdout and "not a diagnostic device" in done.stdout
+    assert "SYNTHETIC" in done.stdout and "not a diagnostic device" in done.stdout.lower()
     assert sorted(p.name for p in (tmp_path / "maps").iterdir()) == ["view1_heatmap.png", "view2_heatmap.png"]
     refused = subprocess.run([sys.executable, str(script), base, str(study)],
                              env={**os.environ, "FRACTURESCAN_API_KEY": "fsk_wrong"}, capture_output=True,

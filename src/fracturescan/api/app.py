@@ -37,8 +37,7 @@ log = logging.getLogger(__name__)
 MAX_FILES = 16
 SYNTHETIC_WARNING = ("SYNTHETIC MODEL: trained on synthetic phantom images, not real radiographs; "
                      "its results mean nothing for real patients.")
-DISCLAIMER = ("Research software and a second reader, not a diagnostic device: every result must be "
-              "reviewed by a qualified clinician. " + INTENDED_USE)
+DISCLAIMER = "Research software. " + INTENDED_USE
 _AUTH_HINT = ("Send an API key in the header 'Authorization: Bearer fsk_…' "
               "(an administrator creates one with `fracturescan api-key create USER`).")
 _BEARER = {"WWW-Authenticate": "Bearer"}
@@ -115,13 +114,13 @@ def _model_info(choice: ModelChoice, threshold: float) -> schemas.ModelInfo:
         localisation=localisation, intended_use=INTENDED_USE, warnings=_warnings(choice))
 
 
-def _image_result(item: AnalysedImage, threshold: float, heatmaps: bool) -> schemas.ImageResult:
+def _image_result(item: AnalysedImage, threshold: float, heatmaps: bool, synthetic: bool) -> schemas.ImageResult:
     result = schemas.ImageResult(name=item.name, sha256=item.sha256, file_type=item.file_type,
                                  error=item.error, dicom=item.dicom_info)
     if item.probability is not None:
         result.probability = item.probability
         result.abnormal = item.probability >= threshold
-        png = overlay_png(item) if heatmaps else None
+        png = overlay_png(item, threshold, synthetic) if heatmaps else None
         if png is not None:
             result.heatmap_png = base64.b64encode(png).decode("ascii")
             result.heatmap_method = item.heatmap_method
@@ -213,7 +212,8 @@ def create_app(config: AppConfig, preload: bool = False) -> FastAPI:
         scored = iter(analysis.images)
         images = [schemas.ImageResult(name=(files[i].filename or f"file{i + 1}")[:255], sha256="",
                                       file_type="too large", error=refused[i]) if i in refused
-                  else _image_result(next(scored), threshold, heatmaps) for i in range(len(files))]
+                  else _image_result(next(scored), threshold, heatmaps, choice.metadata.synthetic)
+                  for i in range(len(files))]
         study_p = analysis.study_probability
         if study_p is None:
             reasons = "; ".join(f"{image.name}: {image.error}" for image in images)

@@ -51,7 +51,8 @@ class ImageResult(BaseModel):
     error: str | None = None
     dicom: dict[str, object] | None = Field(None, description="Non-identifying DICOM fields only.")
     heatmap_png: str | None = Field(
-        None, description="Base64 PNG: the heatmap over the image (only with ?heatmaps=true).")
+        None, description="Base64 PNG: the heatmap over the image, captioned with the probability, the "
+                          "decision, the method and 'explanation aid, not a diagnosis' (only with ?heatmaps=true).")
     heatmap_method: str | None = None
 
 
