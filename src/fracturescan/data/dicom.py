@@ -52,8 +52,9 @@ logger = logging.getLogger(__name__)
 LUMA_WEIGHTS: tuple[float, float, float] = (0.299, 0.587, 0.114)
 
 _INSTALL_HINT = (
-    "install a decoder plugin (pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg "
-    "or pip install python-gdcm) or export the image as PNG"
+    "install a decoder plugin (pip install python-gdcm, which fracturescan's dicom, app and api "
+    "extras include; or pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg) or export "
+    "the image as PNG"
 )
 
 
