@@ -312,3 +312,16 @@ def test_damaged_dicom_only_raises_documented_errors() -> None:
             assert out.shape[0] > 0 and np.isfinite(out).all()
             assert 0.0 <= out.min() and out.max() <= 1.0
     assert errors > 0
+
+
+def test_rle_lossless_decodes_to_the_same_image(tmp_path: Path) -> None:
+    """RLE Lossless (pydicom decodes it without any plugin) gives exactly the uncompressed result."""
+    from pydicom.uid import RLELossless
+
+    pixels = (np.arange(48 * 40, dtype=np.uint16).reshape(48, 40) * 13) % 4096
+    plain = _make_ds(pixels, bits_stored=12)
+    compressed = _make_ds(pixels, bits_stored=12)
+    compressed.compress(RLELossless)
+    assert compressed.file_meta.TransferSyntaxUID == RLELossless
+    expected = read_image(_write(plain, tmp_path / "plain.dcm"))
+    np.testing.assert_array_equal(read_image(_write(compressed, tmp_path / "rle.dcm")), expected)
