@@ -83,3 +83,17 @@ def test_last_used_is_written_at_most_once_a_minute(engine) -> None:
     [listed] = apikeys.list_keys(engine, "drsmith")
     assert listed.last_used_at == start + timedelta(minutes=2)
     assert apikeys.list_keys(engine, "admin") == []
+
+
+def test_a_key_stops_working_when_it_expires(engine) -> None:
+    info, key = apikeys.create_key(engine, "drsmith", "short", actor="admin", expires_days=30)
+    assert info.expires_at - info.created_at == timedelta(days=30) and info.status() == "active"
+    assert apikeys.authenticate_key(engine, key, now=info.created_at + timedelta(days=29)).username == "drsmith"
+    later = info.created_at + timedelta(days=30)
+    with pytest.raises(users.AuthenticationError, match=r"expired on \d{4}-\d\d-\d\d .* ask an administrator"):
+        apikeys.authenticate_key(engine, key, now=later)
+    assert info.status(now=later) == "expired"
+    forever, _ = apikeys.create_key(engine, "drsmith", "no expiry", actor="admin", expires_days=0)
+    assert forever.expires_at is None and forever.status(now=later + timedelta(days=9999)) == "active"
+    with pytest.raises(users.UserAdminError, match="0 \\(no expiry\\) to 3650 days"):
+        apikeys.create_key(engine, "drsmith", "too long", actor="admin", expires_days=5000)

@@ -18,7 +18,16 @@ from .conftest import png_bytes
 
 def test_api_key_commands_create_list_and_revoke(db_url: str, engine, capsys: pytest.CaptureFixture) -> None:
     assert main(["api-key", "create", "drsmith", "--name", "PACS bridge", "--db", db_url]) == 0
-    key = capsys.readouterr().out.strip().splitlines()[-1]
+    printed = capsys.readouterr().out.strip().splitlines()
+    key = printed[-1]
+    from datetime import timedelta
+
+    from fracturescan.store.apikeys import list_keys
+    from fracturescan.store.db import utcnow
+
+    [info] = list_keys(engine, "drsmith")
+    assert abs(info.expires_at - (utcnow() + timedelta(days=365))) < timedelta(minutes=5)  # the default
+    assert f"expires {info.expires_at:%Y-%m-%d}" in printed[0]
     from fracturescan.store.apikeys import authenticate_key
 
     assert authenticate_key(engine, key).username == "drsmith"

@@ -127,3 +127,20 @@ def test_only_active_users_are_offered(engine) -> None:
     assert at.selectbox(key="apikey_user").options == ["admin", "drsmith"]
     assert "No API keys yet." in texts(at) and "No active key to revoke." in texts(at)
     assert "Authorization: Bearer <key>" in texts(at) and "/docs" in texts(at)
+
+
+def test_key_lifetime_defaults_to_a_year_and_can_be_set(engine) -> None:
+    from datetime import timedelta
+
+    from fracturescan.store.db import utcnow
+
+    at = create(keys_page(), "drsmith", "default lifetime")
+    [first] = apikeys.list_keys(engine, "drsmith")
+    assert abs(first.expires_at - (utcnow() + timedelta(days=365))) < timedelta(minutes=5)
+    assert f"expires: {first.expires_at:%Y-%m-%d}" in texts(at)
+    at = click(at, "Done, I stored it")
+    at.number_input(key="apikey_days").set_value(0)
+    at = create(at, "drsmith", "no expiry")
+    assert "expires: never" in texts(at)
+    assert [k.expires_at is None for k in apikeys.list_keys(engine, "drsmith")] == [False, True]
+    assert "expires (UTC)" in page_dump(at)

@@ -90,13 +90,16 @@ def serve(models: Optional[Path] = _MODELS, model: Optional[list[Path]] = _MODEL
 def create_key(
     username: str = typer.Argument(..., help="The user the key acts as (created in the web app)."),
     name: str = typer.Option(..., "--name", help="What the key is for, e.g. 'PACS bridge'."),
+    expires_days: float = typer.Option(365, "--expires-days", help="Days until the key stops working (0: never)."),
     db: str = _DB,
 ) -> None:
     """Create a key; it is printed once and only its SHA-256 is stored."""
     from ..store.apikeys import create_key as create
 
-    info, key = create(_store(db), username, name, actor="cli")
-    typer.echo(f"API key #{info.id} for {info.username} ({info.name}). Store it now; it is not shown again:")
+    info, key = create(_store(db), username, name, actor="cli", expires_days=expires_days)
+    until = f"expires {info.expires_at:%Y-%m-%d %H:%M} UTC" if info.expires_at else "never expires"
+    typer.echo(f"API key #{info.id} for {info.username} ({info.name}, {until}). "
+               "Store it now; it is not shown again:")
     typer.echo(key)
 
 
@@ -109,9 +112,10 @@ def list_keys(user: Optional[str] = typer.Option(None, "--user", help="Only this
     def when(value) -> str:  # noqa: ANN001
         return value.strftime("%Y-%m-%d %H:%M") if value else "-"
 
-    rows = [(k.id, k.username, k.name, k.prefix + "…", when(k.created_at), when(k.last_used_at),
-             when(k.revoked_at)) for k in listing(_store(db), user)]
-    typer.echo(output.table(("id", "user", "name", "key", "created (UTC)", "last used", "revoked"), rows))
+    rows = [(k.id, k.username, k.name, k.prefix + "…", k.status(), when(k.created_at), when(k.expires_at),
+             when(k.last_used_at), when(k.revoked_at)) for k in listing(_store(db), user)]
+    typer.echo(output.table(("id", "user", "name", "key", "status", "created (UTC)", "expires", "last used",
+                             "revoked"), rows))
 
 
 @command("revoke", group=keys)

@@ -25,6 +25,9 @@ MAX_KEY_LENGTH = 128
 #: ``last_used_at`` is written at most this often per key (one write per request would be waste).
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 INVALID_KEY = "Invalid or revoked API key."
+#: Longest lifetime a key may be given (ten years); the CLI and the admin page default to 365 days.
+MAX_EXPIRY_DAYS = 3650
+DEFAULT_EXPIRY_DAYS = 365
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,15 @@ class ApiKeyInfo:
     created_at: datetime
     revoked_at: datetime | None
     last_used_at: datetime | None
+    expires_at: datetime | None = None  # None: never
+
+    def status(self, now: datetime | None = None) -> str:
+        """'active', 'revoked' or 'expired'."""
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at is not None and (now or utcnow()) >= self.expires_at:
+            return "expired"
+        return "active"
 
 
 def _digest(key: str) -> str:
@@ -46,14 +58,23 @@ def _digest(key: str) -> str:
 
 def _key_info(key: ApiKey, username: str) -> ApiKeyInfo:
     return ApiKeyInfo(key.id, username, key.name, key.prefix, key.created_at, key.revoked_at,
-                      key.last_used_at)
+                      key.last_used_at, key.expires_at)
 
 
-def create_key(engine: Engine, username: str, name: str, *, actor: str) -> tuple[ApiKeyInfo, str]:
-    """Make a new key for an active user; return its record and the key (shown only now)."""
+def create_key(engine: Engine, username: str, name: str, *, actor: str,
+               expires_days: float | None = None) -> tuple[ApiKeyInfo, str]:
+    """Make a new key for an active user; return its record and the key (shown only now).
+
+    ``expires_days``: the key stops working that many days from now (None or 0: never).
+    """
     name = name.strip()
     if not name or len(name) > 64:
         raise UserAdminError("An API key needs a name of 1 to 64 characters (e.g. 'PACS bridge').")
+    if expires_days is not None and not 0 <= expires_days <= MAX_EXPIRY_DAYS:
+        raise UserAdminError(f"An API key's lifetime must be 0 (no expiry) to {MAX_EXPIRY_DAYS} days, "
+                             f"not {expires_days:g}.")
+    created = utcnow()
+    expires = created + timedelta(days=expires_days) if expires_days else None
     key = KEY_PREFIX + secrets.token_urlsafe(32)
     with Session(engine) as session, session.begin():
         user = session.scalar(select(User).where(User.username == username.strip()))
@@ -62,7 +83,7 @@ def create_key(engine: Engine, username: str, name: str, *, actor: str) -> tuple
         if not user.active:
             raise UserAdminError(f"User {username!r} is disabled; enable the account first.")
         row = ApiKey(user_id=user.id, name=name, prefix=key[:12], key_sha256=_digest(key),
-                     created_at=utcnow())
+                     created_at=created, expires_at=expires)
         session.add(row)
         session.add(Event(actor=actor, action="api_key_created",
                           detail=f"{user.username}: {name} ({row.prefix}…)", created_at=utcnow()))
@@ -105,6 +126,9 @@ def authenticate_key(engine: Engine, key: str, now: datetime | None = None) -> U
         row = session.scalar(select(ApiKey).where(ApiKey.key_sha256 == _digest(key)))
         if row is None or row.revoked_at is not None:
             raise AuthenticationError(INVALID_KEY)
+        if row.expires_at is not None and now >= row.expires_at:
+            raise AuthenticationError(f"This API key expired on {row.expires_at:%Y-%m-%d %H:%M} UTC; "
+                                      "ask an administrator for a new one.")
         user = session.get(User, row.user_id)
         if user is None or not user.active:
             raise AuthenticationError("This account is disabled; ask an administrator.")

@@ -41,8 +41,9 @@ def _label(key: ApiKeyInfo) -> str:
 def _rows(keys: list[ApiKeyInfo]) -> list[dict[str, object]]:
     """Keys as table rows, what an admin scans for first on the left (a phone shows only
     those); the first characters only, never the key."""
-    return [{"id": k.id, "status": "revoked" if k.revoked_at else "active", "user": k.username,
+    return [{"id": k.id, "status": k.status(), "user": k.username,
              "name": k.name, "last used (UTC)": _when(k.last_used_at, "never"),
+             "expires (UTC)": _when(k.expires_at, "never"),
              "key": k.prefix + "…", "created (UTC)": _when(k.created_at, "—"),
              "revoked (UTC)": _when(k.revoked_at, "—")} for k in keys]
 
@@ -55,7 +56,8 @@ _COLUMNS = {"id": st.column_config.NumberColumn(width="small"),
 
 def _show_new_key(pending: dict[str, object]) -> None:
     """The key just created, once, with the warning and the button that hides it for good."""
-    st.success(f"Created API key #{pending['id']} “{pending['name']}” for {pending['username']}.")
+    st.success(f"Created API key #{pending['id']} “{pending['name']}” for {pending['username']} "
+               f"(expires: {pending['expires']}).")
     st.warning("Copy this key now and keep it in the client's secret store: it will **not be "
                "shown again**. Only a hash of it is kept, so a lost key cannot be recovered; "
                "revoke it and create a new one instead.")
@@ -74,6 +76,9 @@ def _create_form(engine: Engine, admin: UserInfo) -> None:
                              placeholder="Choose a user", key="apikey_user")
         name = st.text_input("Name (what the key is for, e.g. “PACS bridge”)", max_chars=64,
                              key="apikey_name")
+        days = st.number_input("Valid for (days; 0 = no expiry)", min_value=0,
+                               max_value=apikeys.MAX_EXPIRY_DAYS, value=apikeys.DEFAULT_EXPIRY_DAYS, step=30,
+                               key="apikey_days")
         submitted = st.form_submit_button("Create key", type="primary")
     if not submitted:
         return
@@ -81,19 +86,20 @@ def _create_form(engine: Engine, admin: UserInfo) -> None:
         st.error("Choose the user the new key will act as.")
         return
     try:
-        info, key = apikeys.create_key(engine, owner, name, actor=admin.username)
+        info, key = apikeys.create_key(engine, owner, name, actor=admin.username, expires_days=days)
     except UserAdminError as exc:
         st.error(str(exc))
         return
     st.session_state[_NEW_KEY] = {"admin_id": admin.id, "id": info.id, "username": info.username,
-                                  "name": info.name, "key": key}
+                                  "name": info.name, "key": key,
+                                  "expires": _when(info.expires_at, "never") + (" UTC" if info.expires_at else "")}
     del st.session_state["apikey_name"]  # an empty name field for the next key
     st.rerun()
 
 
 def _revoke_form(engine: Engine, admin: UserInfo, keys: list[ApiKeyInfo]) -> None:
     """Revoke one active key, after an explicit confirmation."""
-    live = {k.id: k for k in keys if k.revoked_at is None}
+    live = {k.id: k for k in keys if k.revoked_at is None}  # expired keys too: revoking is explicit
     if not live:
         st.caption("No active key to revoke.")
         return
