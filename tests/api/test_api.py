@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from fracturescan.store import settings, users
 from fracturescan.store.apikeys import create_key
-from fracturescan.store.db import AuditImage, AuditStudy, Feedback
+from fracturescan.store.db import AuditImage, AuditStudy, Event, Feedback
 
 from .conftest import DICOM_DIR, png_bytes
 
@@ -84,6 +84,9 @@ def test_predict_matches_the_predictor_and_is_audited(client, engine, doctor_key
         images = session.scalars(select(AuditImage).where(AuditImage.study_id == study.id)
                                  .order_by(AuditImage.position)).all()
     assert study.username == "drsmith" and study.model_sha256 == body["model_sha256"]
+    with Session(engine) as session:  # the events say which key made it, by prefix only
+        details = [e.detail for e in session.scalars(select(Event).where(Event.action == "api_prediction"))]
+    assert details == [f"audit #{body['audit_id']} with API key {doctor_key[:12]}…"]
     assert [i.sha256 for i in images] == [image["sha256"] for image in body["images"]]
     np.testing.assert_allclose([i.probability for i in images], got, rtol=1e-6)
 

@@ -25,7 +25,7 @@ from fracturescan.service import (INTENDED_USE, LOCALISATION_BAR, AnalysedImage,
                                   active_threshold, analyse_and_record, check_upload_size, discover_models,
                                   heatmap_caption, on_model_thread, overlay_png)
 from fracturescan.store.apikeys import authenticate_key
-from fracturescan.store.audit import record_feedback
+from fracturescan.store.audit import log_event, record_feedback
 from fracturescan.store.users import AuthenticationError, UserInfo, open_store
 from fracturescan.webapp.config import AppConfig
 
@@ -177,6 +177,7 @@ def create_app(config: AppConfig, preload: bool = False) -> FastAPI:
         return choice
 
     User = Annotated[UserInfo, Depends(current_user)]
+    Credentials = Annotated[HTTPAuthorizationCredentials, Depends(bearer)]  # the same, cached per request
     Model = Annotated[ModelChoice, Depends(require_model)]
 
     @app.get("/v1/health", response_model=schemas.Health, responses=_errors(500))
@@ -192,7 +193,7 @@ def create_app(config: AppConfig, preload: bool = False) -> FastAPI:
         return _model_info(choice, active_threshold(engine, choice))
 
     @app.post("/v1/predict", response_model=schemas.Prediction, responses=_errors(400, 401, 413, 422, 500, 503))
-    def predict(user: User, choice: Model,
+    def predict(user: User, choice: Model, credentials: Credentials,
                 files: Annotated[list[UploadFile], File(min_length=1, description="The views of one study: PNG, JPEG or DICOM.")],
                 heatmaps: Annotated[bool, Query(description="Add a heatmap overlay (base64 PNG) per image.")] = False,
                 ) -> schemas.Prediction:
@@ -220,6 +221,9 @@ def create_app(config: AppConfig, preload: bool = False) -> FastAPI:
             raise HTTPException(422, f"None of the {len(images)} file(s) could be analysed. {reasons}")
         log.info("API prediction #%s by %s: %d image(s) in %.2f s", analysis.audit_id, user.username,
                  len(analysis.readable), analysis.seconds)
+        # Which key made it (the audit row holds the user only): its stored prefix, never the key.
+        log_event(engine, user.username, "api_prediction",
+                  f"audit #{analysis.audit_id} with API key {credentials.credentials[:12]}…")
         methods = {image.heatmap_method for image in images if image.heatmap_method}
         return schemas.Prediction(
             audit_id=analysis.audit_id, model_id=choice.model_id, model_version=choice.version,
