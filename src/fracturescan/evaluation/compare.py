@@ -23,6 +23,7 @@ import numpy as np
 from fracturescan.errors import DatasetError
 from fracturescan.evaluation.bootstrap import bootstrap_replicates, group_resample_counts
 from fracturescan.evaluation.metrics import binary_metrics
+from fracturescan.evaluation.report_format import md_cell
 
 log = logging.getLogger(__name__)
 
@@ -158,9 +159,9 @@ def comparison_markdown(result: dict[str, Any]) -> str:
               "|---|---|" + "---|" * len(COMPARED_METRICS)]
     for model in result["models"]:
         cells = [_num(model["metrics"][m], model["ci95"][m]) for m in COMPARED_METRICS]
-        lines.append(f"| {model['name']} | {model['threshold']:.3f} | " + " | ".join(cells) + " |")
+        lines.append(f"| {md_cell(model['name'])} | {model['threshold']:.3f} | " + " | ".join(cells) + " |")
     for diff in result["differences"]:
-        lines += ["", f"## {diff['name']} minus {diff['reference']} (paired)", "",
+        lines += ["", f"## {md_cell(diff['name'])} minus {md_cell(diff['reference'])} (paired)", "",
                   "| metric | difference (95% interval) | interval excludes 0 |", "|---|---|---|"]
         for m in COMPARED_METRICS:
             d = diff["metrics"][m]

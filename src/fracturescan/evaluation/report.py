@@ -13,7 +13,6 @@ metrics with study-bootstrap confidence intervals and writes, into one directory
 from __future__ import annotations
 
 import csv
-import html
 import json
 import logging
 import math
@@ -31,13 +30,13 @@ from fracturescan.evaluation import plots
 from fracturescan.evaluation.bootstrap import bootstrap_ci
 from fracturescan.evaluation.calibration import expected_calibration_error
 from fracturescan.evaluation.metrics import (
-    SCALAR_METRICS,
     StudyTable,
     aggregate_studies,
     binary_metrics,
     validate_binary_inputs,
     validate_threshold,
 )
+from fracturescan.evaluation.report_format import Block, to_html, to_markdown
 
 __all__ = ["write_evaluation_report"]
 
@@ -68,8 +67,6 @@ _METRIC_LABELS: dict[str, str] = {
     "brier": "Brier score (lower is better)",
 }
 
-# A report is a list of blocks rendered twice (Markdown and HTML) so the two never drift apart.
-Block = tuple[Any, ...]
 
 
 def _jsonable(value: Any) -> Any:
@@ -245,72 +242,6 @@ def _blocks(metrics: Mapping[str, Any]) -> list[Block]:
     return blocks
 
 
-def _md_cell(text: Any) -> str:
-    """Keep a value from breaking a Markdown table row or being read as HTML."""
-    text = str(text).replace("\n", " ")
-    for char in "\\|<>":
-        text = text.replace(char, "\\" + char)
-    return text
-
-
-def _to_markdown(blocks: Sequence[Block]) -> str:
-    """Render blocks as GitHub-flavoured Markdown."""
-    out: list[str] = []
-    for kind, *args in blocks:
-        if kind in ("h1", "h2", "h3"):
-            out.append(f"{'#' * int(kind[1])} {args[0]}")
-        elif kind == "warning":
-            out.append(f"> **WARNING: {args[0]}**\n>\n> **{args[1]}**")
-        elif kind == "note":
-            out.append(f"> **{args[0]}** {args[1]}")
-        elif kind == "p":
-            out.append(args[0])
-        elif kind == "img":
-            out.append(f"![{args[1]}]({args[0]})")
-        elif kind == "table":
-            header, rows = args
-            lines = ["| " + " | ".join(_md_cell(h) for h in header) + " |",
-                     "|" + "---|" * len(header)]
-            lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
-            out.append("\n".join(lines))
-    return "\n\n".join(out) + "\n"
-
-
-_CSS = """body{font-family:system-ui,sans-serif;max-width:60em;margin:2em auto;padding:0 1em;
-color:#222}table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;
-padding:.3em .7em;text-align:left}th{background:#eee}
-.warning{background:#b00020;color:#fff;padding:1em 1.2em;font-size:1.15em;border-radius:4px}
-.note{background:#fff4d6;border-left:5px solid #e0a000;padding:.6em 1em}
-img{max-width:100%;border:1px solid #ddd}"""
-
-
-def _to_html(blocks: Sequence[Block], title: str) -> str:
-    """Render blocks as one self-contained HTML page (figures linked by relative path)."""
-    e = html.escape
-    body: list[str] = []
-    for kind, *args in blocks:
-        if kind in ("h1", "h2", "h3"):
-            body.append(f"<{kind}>{e(args[0])}</{kind}>")
-        elif kind == "warning":
-            body.append(f'<div class="warning" role="alert"><strong>WARNING: {e(args[0])}</strong>'
-                        f"<br>{e(args[1])}</div>")
-        elif kind == "note":
-            body.append(f'<p class="note"><strong>{e(args[0])}</strong> {e(args[1])}</p>')
-        elif kind == "p":
-            body.append(f"<p>{e(args[0])}</p>")
-        elif kind == "img":
-            body.append(f'<p><img src="{e(args[0])}" alt="{e(args[1])}"></p>')
-        elif kind == "table":
-            header, rows = args
-            head = "".join(f"<th>{e(str(h))}</th>" for h in header)
-            cells = "".join("<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in row) + "</tr>"
-                            for row in rows)
-            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{cells}</tbody></table>")
-    return ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-            f"<title>{e(title)}</title><style>{_CSS}</style></head><body>\n"
-            + "\n".join(body) + "\n</body></html>\n")
-
-
 def write_evaluation_report(
     out_dir: Path,
     *,
@@ -398,8 +329,8 @@ def write_evaluation_report(
     (out_dir / "metrics.json").write_text(
         json.dumps(metrics, indent=2, allow_nan=False) + "\n", encoding="utf-8")
     blocks = _blocks(metrics)
-    (out_dir / "report.md").write_text(_to_markdown(blocks), encoding="utf-8")
+    (out_dir / "report.md").write_text(to_markdown(blocks), encoding="utf-8")
     (out_dir / "report.html").write_text(
-        _to_html(blocks, f"fracturescan evaluation: {split}"), encoding="utf-8")
+        to_html(blocks, f"fracturescan evaluation: {split}"), encoding="utf-8")
     log.info("evaluation report written to %s", out_dir)
     return metrics

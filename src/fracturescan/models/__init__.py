@@ -5,11 +5,11 @@ from fracturescan.models.checkpoint import (
     load_checkpoint,
     read_metadata,
     read_state_dict,
-    render_model_card,
     resolve_checkpoint_dir,
     save_checkpoint,
     update_metadata,
 )
+from fracturescan.models.model_card import render_model_card
 from fracturescan.models.registry import (
     IMAGENET_MEAN,
     IMAGENET_STD,
