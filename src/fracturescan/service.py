@@ -355,12 +355,11 @@ def overlay_png(item: AnalysedImage, threshold: float, synthetic: bool, alpha: f
     None without a heatmap."""
     if item.heatmap is None or item.display is None or item.probability is None:
         return None
-    from fracturescan.explain import METHOD_LABELS, add_caption, caption_lines, overlay
-    from fracturescan.explain.overlay import display_size
+    from fracturescan.explain import METHOD_LABELS, caption_lines
+    from fracturescan.explain.overlay import captioned_figure
 
-    image, heatmap = display_size(item.display, item.heatmap)
     lines = caption_lines(item.probability, threshold, synthetic, METHOD_LABELS.get(item.heatmap_method or "", "Heatmap"))
     buffer = io.BytesIO()
     # Level 3 instead of PNG's default 6: half the encoding time for about a fifth more bytes.
-    add_caption(overlay(image, heatmap, alpha), lines).save(buffer, "PNG", compress_level=3)
+    captioned_figure(item.display, item.heatmap, lines, alpha).save(buffer, "PNG", compress_level=3)
     return buffer.getvalue()

@@ -108,9 +108,7 @@ def list_keys(user: Optional[str] = typer.Option(None, "--user", help="Only this
               db: str = _DB) -> None:
     """List keys (id, owner, name, first characters, dates; never the key)."""
     from ..store.apikeys import list_keys as listing
-
-    def when(value) -> str:  # noqa: ANN001
-        return value.strftime("%Y-%m-%d %H:%M") if value else "-"
+    from ..store.db import format_utc as when
 
     rows = [(k.id, k.username, k.name, k.prefix + "…", k.status(), when(k.created_at), when(k.expires_at),
              when(k.last_used_at), when(k.revoked_at)) for k in listing(_store(db), user)]

@@ -24,7 +24,7 @@ from fracturescan.evaluation.metrics import (
     validate_threshold,
 )
 
-__all__ = ["bootstrap_ci", "bootstrap_replicates", "group_resample_counts"]
+__all__ = ["bootstrap_ci", "bootstrap_replicates", "group_resample_counts", "percentile_interval"]
 
 log = logging.getLogger(__name__)
 
@@ -185,12 +185,18 @@ def bootstrap_ci(
     result: dict[str, tuple[float, float] | None] = {}
     for name in SCALAR_METRICS:
         values = np.concatenate(parts[name])
-        values = values[np.isfinite(values)]
-        if values.size == 0:
-            result[name] = None
-            continue
-        if values.size < n_boot:
-            log.debug("%s undefined in %d of %d resamples", name, n_boot - values.size, n_boot)
-        low, high = np.percentile(values, [100 * alpha / 2, 100 * (1 - alpha / 2)])
-        result[name] = (float(low), float(high))
+        undefined = int((~np.isfinite(values)).sum())
+        if 0 < undefined < n_boot:
+            log.debug("%s undefined in %d of %d resamples", name, undefined, n_boot)
+        result[name] = percentile_interval(values, alpha)
     return result
+
+
+def percentile_interval(values: np.ndarray, alpha: float = 0.05) -> tuple[float, float] | None:
+    """The percentile interval (coverage ``1 - alpha``) of the finite replicates; None if none is
+    finite (the metric was undefined in every resample)."""
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return None
+    low, high = np.percentile(values, [100 * alpha / 2, 100 * (1 - alpha / 2)])
+    return float(low), float(high)

@@ -21,7 +21,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from fracturescan.errors import DatasetError
-from fracturescan.evaluation.bootstrap import bootstrap_replicates, group_resample_counts
+from fracturescan.evaluation.bootstrap import bootstrap_replicates, group_resample_counts, percentile_interval
 from fracturescan.evaluation.metrics import binary_metrics
 from fracturescan.evaluation.report_format import md_cell
 
@@ -95,11 +95,9 @@ def _check_same_studies(runs: Sequence[EvaluatedRun]) -> None:
 
 
 def _interval(values: np.ndarray) -> list[float] | None:
-    values = values[np.isfinite(values)]
-    if values.size == 0:
-        return None
-    low, high = np.percentile(values, [100 * ALPHA / 2, 100 * (1 - ALPHA / 2)])
-    return [float(low), float(high)]
+    """:func:`percentile_interval` as a JSON-ready list."""
+    interval = percentile_interval(values, ALPHA)
+    return None if interval is None else list(interval)
 
 
 def compare_runs(runs: Sequence[EvaluatedRun], n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:

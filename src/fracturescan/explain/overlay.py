@@ -125,10 +125,17 @@ def caption_lines(probability: float, threshold: float, synthetic: bool,
     return lines
 
 
-def save_figure(path: Path, image: np.ndarray, heatmap: np.ndarray, lines: list[str], alpha: float = 0.4) -> Path:
-    """Write the captioned overlay PNG (longer side between :data:`MIN_SIDE` and :data:`MAX_SIDE`)."""
+def captioned_figure(image: np.ndarray, heatmap: np.ndarray, lines: list[str], alpha: float = 0.4) -> Image.Image:
+    """The heatmap over the image at display size (longer side between :data:`MIN_SIDE` and
+    :data:`MAX_SIDE`) above a caption strip with ``lines``: what ``explain`` writes and the API
+    returns."""
     small_image, small_heat = display_size(_grey01(image), heatmap)
-    figure = add_caption(overlay(small_image, small_heat, alpha), lines)
+    return add_caption(overlay(small_image, small_heat, alpha), lines)
+
+
+def save_figure(path: Path, image: np.ndarray, heatmap: np.ndarray, lines: list[str], alpha: float = 0.4) -> Path:
+    """Write :func:`captioned_figure` as a PNG file."""
+    figure = captioned_figure(image, heatmap, lines, alpha)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.save(path, format="PNG")
     log.debug("wrote %s", path)

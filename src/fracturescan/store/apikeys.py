@@ -15,8 +15,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from .db import ApiKey, Event, User, utcnow
-from .users import AuthenticationError, UserAdminError, UserInfo, _info
+from .db import ApiKey, User, utcnow
+from .users import AuthenticationError, UserAdminError, UserInfo, _event, _info
 
 #: Every key starts with this, so a leaked key is recognisable (e.g. by secret scanners).
 KEY_PREFIX = "fsk_"
@@ -85,8 +85,7 @@ def create_key(engine: Engine, username: str, name: str, *, actor: str,
         row = ApiKey(user_id=user.id, name=name, prefix=key[:12], key_sha256=_digest(key),
                      created_at=created, expires_at=expires)
         session.add(row)
-        session.add(Event(actor=actor, action="api_key_created",
-                          detail=f"{user.username}: {name} ({row.prefix}…)", created_at=utcnow()))
+        _event(session, actor, "api_key_created", f"{user.username}: {name} ({row.prefix}…)")
         session.flush()
         return _key_info(row, user.username), key
 
@@ -109,8 +108,7 @@ def revoke_key(engine: Engine, key_id: int, *, actor: str) -> ApiKeyInfo:
         username = session.get(User, row.user_id).username
         if row.revoked_at is None:
             row.revoked_at = utcnow()
-            session.add(Event(actor=actor, action="api_key_revoked",
-                              detail=f"{username}: {row.name} ({row.prefix}…)", created_at=utcnow()))
+            _event(session, actor, "api_key_revoked", f"{username}: {row.name} ({row.prefix}…)")
         return _key_info(row, username)
 
 

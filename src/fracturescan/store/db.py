@@ -43,6 +43,11 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def format_utc(value: datetime | None, missing: str = "-") -> str:
+    """A stored UTC time to the minute, as tables show it (``YYYY-MM-DD HH:MM``); ``missing`` for None."""
+    return value.strftime("%Y-%m-%d %H:%M") if value is not None else missing
+
+
 class UTCDateTime(TypeDecorator):
     """Stores naive UTC; returns aware UTC, so SQLite and PostgreSQL behave the same."""
 

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from fracturescan.errors import FracturescanError
 
-from .db import Event, User, make_engine, utcnow
+from .db import Event, User, format_utc, make_engine, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +182,7 @@ def list_users(engine: Engine) -> list[dict[str, object]]:
         rows = session.scalars(select(User).order_by(User.username)).all()
         return [{"username": u.username, "role": u.role, "active": u.active,
                  "failed_logins": u.failed_logins, "must_change_password": u.must_change_password,
-                 "created_at (UTC)": u.created_at.strftime("%Y-%m-%d %H:%M")} for u in rows]
+                 "created_at (UTC)": format_utc(u.created_at)} for u in rows]
 
 
 def _update(engine: Engine, username: str, actor: str, action: str, detail: str, change) -> None:

@@ -8,13 +8,12 @@ and records only its first characters in the events table.
 
 from __future__ import annotations
 
-from datetime import datetime
-
 import streamlit as st
 from sqlalchemy import Engine
 
 from fracturescan.store import apikeys, users
 from fracturescan.store.apikeys import ApiKeyInfo
+from fracturescan.store.db import format_utc
 from fracturescan.store.users import UserAdminError, UserInfo
 
 #: Session-state entries of this page (the pending key, and a notice to show after a rerun).
@@ -29,10 +28,6 @@ def forget_new_key() -> None:
     st.session_state.pop(_NEW_KEY, None)
 
 
-def _when(value: datetime | None, missing: str) -> str:
-    return value.strftime("%Y-%m-%d %H:%M") if value else missing
-
-
 def _label(key: ApiKeyInfo) -> str:
     """Id and name first: a phone cuts long choices short on the right."""
     return f"#{key.id} {key.name} ({key.username}, {key.prefix}…)"
@@ -42,10 +37,10 @@ def _rows(keys: list[ApiKeyInfo]) -> list[dict[str, object]]:
     """Keys as table rows, what an admin scans for first on the left (a phone shows only
     those); the first characters only, never the key."""
     return [{"id": k.id, "status": k.status(), "user": k.username,
-             "name": k.name, "last used (UTC)": _when(k.last_used_at, "never"),
-             "expires (UTC)": _when(k.expires_at, "never"),
-             "key": k.prefix + "…", "created (UTC)": _when(k.created_at, "—"),
-             "revoked (UTC)": _when(k.revoked_at, "—")} for k in keys]
+             "name": k.name, "last used (UTC)": format_utc(k.last_used_at, "never"),
+             "expires (UTC)": format_utc(k.expires_at, "never"),
+             "key": k.prefix + "…", "created (UTC)": format_utc(k.created_at, "—"),
+             "revoked (UTC)": format_utc(k.revoked_at, "—")} for k in keys]
 
 
 #: Narrow id and status columns and a bounded name, so more columns fit the centred page.
@@ -92,7 +87,7 @@ def _create_form(engine: Engine, admin: UserInfo) -> None:
         return
     st.session_state[_NEW_KEY] = {"admin_id": admin.id, "id": info.id, "username": info.username,
                                   "name": info.name, "key": key,
-                                  "expires": _when(info.expires_at, "never") + (" UTC" if info.expires_at else "")}
+                                  "expires": format_utc(info.expires_at, "never") + (" UTC" if info.expires_at else "")}
     del st.session_state["apikey_name"]  # an empty name field for the next key
     st.rerun()
 
