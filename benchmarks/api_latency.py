@@ -27,7 +27,6 @@ import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Callable, TypeVar
 
 import httpx
 import torch
@@ -38,12 +37,11 @@ from fracturescan.data.images import read_image
 from fracturescan.data.synth import generate_mura_phantoms
 from fracturescan.explain import explain_image
 from fracturescan.models import build_model, save_checkpoint
+from fracturescan.service import on_model_thread  # the baseline runs where the endpoint's work runs
 from fracturescan.store.apikeys import create_key
 from fracturescan.store.users import create_user, open_store
 from fracturescan.webapp.config import AppConfig
 from inference_latency import alternating_blocks, machine, pct, print_table  # the sibling benchmark's helpers
-
-T = TypeVar("T")
 
 
 def parse_args() -> argparse.Namespace:
@@ -110,8 +108,6 @@ def main() -> None:
         predictor = models.predictor(models.active(engine))  # the very object the endpoint uses
         assert predictor.backend == "torch"
 
-        def on_library(fn: Callable[[], T]) -> T:  # the baseline runs where the endpoint's work runs
-            return models.run(fn)
         client = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=120)
 
         def post(heatmaps: bool) -> None:
@@ -120,9 +116,9 @@ def main() -> None:
             response.raise_for_status()
 
         times = alternating_blocks({
-            "library": lambda: on_library(lambda: predictor.predict_image(data, name=png.name)),
+            "library": lambda: on_model_thread(lambda: predictor.predict_image(data, name=png.name)),
             "api": lambda: post(False),
-            "library+heatmap": lambda: on_library(lambda: explain_image(predictor, read_image(data, name=png.name))),
+            "library+heatmap": lambda: on_model_thread(lambda: explain_image(predictor, read_image(data, name=png.name))),
             "api+heatmap": lambda: post(True),
         }, args.runs, args.warmup)
         server.should_exit = True

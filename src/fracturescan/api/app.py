@@ -10,7 +10,7 @@ audit trail as the web app, under the key owner's name.
 import base64
 import logging
 import uuid
-from typing import Annotated, Any, Callable, TypeVar
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
 from fastapi import Path as PathParam
@@ -21,9 +21,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fracturescan import __version__
 from fracturescan.errors import CheckpointError, FracturescanError, ImageReadError
-from fracturescan.service import (INTENDED_USE, LOCALISATION_BAR, AnalysedImage, ModelChoice, active_model,
+from fracturescan.service import (INTENDED_USE, LOCALISATION_BAR, AnalysedImage, LocalisationCheck, ModelChoice, active_model,
                                   active_threshold, analyse_and_record, check_upload_size, discover_models,
                                   heatmap_caption, on_model_thread, overlay_png)
+from fracturescan.store import settings
 from fracturescan.store.apikeys import authenticate_key
 from fracturescan.store.audit import log_event, record_feedback
 from fracturescan.store.users import AuthenticationError, UserInfo, open_store
@@ -41,7 +42,6 @@ DISCLAIMER = "Research software. " + INTENDED_USE
 _AUTH_HINT = ("Send an API key in the header 'Authorization: Bearer fsk_…' "
               "(an administrator creates one with `fracturescan api-key create USER`).")
 _BEARER = {"WWW-Authenticate": "Bearer"}
-T = TypeVar("T")
 
 
 class _Models:
@@ -56,13 +56,9 @@ class _Models:
         """The admin's active model (the first one found if none was chosen)."""
         return active_model(engine, discover_models(self.config.models_dir, self.config.model_paths))
 
-    def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """``fn(*args, **kwargs)`` on the model thread, after the work queued before it."""
-        return on_model_thread(fn, *args, **kwargs)
-
     def predictor(self, choice: ModelChoice) -> Any:
         """The loaded Predictor of ``choice`` (kept per weights hash; the last two stay loaded)."""
-        return self.run(self._load, choice)
+        return on_model_thread(self._load, choice)
 
     def _load(self, choice: ModelChoice) -> Any:
         key = choice.metadata.sha256
@@ -92,9 +88,9 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"model": schemas.ErrorBody, "description": _ERROR_MEANINGS[code]} for code in codes}
 
 
-def _warnings(choice: ModelChoice) -> list[str]:
+def _warnings(choice: ModelChoice, check: LocalisationCheck | None) -> list[str]:
+    """What a client must show with any result: synthetic model, heatmaps that miss fractures."""
     notes = [SYNTHETIC_WARNING] if choice.metadata.synthetic else []
-    check = choice.localisation()
     if check is not None and not check.reliable:
         notes.append(f"Heatmaps from this model did not reliably point at known fractures (pointing game "
                      f"{'n/a' if check.score is None else f'{check.score:.0%}'}, bar {LOCALISATION_BAR:.0%}).")
@@ -111,7 +107,7 @@ def _model_info(choice: ModelChoice, threshold: float) -> schemas.ModelInfo:
         model_id=choice.model_id, version=choice.version, sha256=meta.sha256, architecture=meta.arch,
         input_size=meta.input_size, threshold=threshold, synthetic=meta.synthetic,
         body_parts=list(meta.body_parts), heatmap_method="reference-ig" if meta.reference_sha256 else "grad-cam",
-        localisation=localisation, intended_use=INTENDED_USE, warnings=_warnings(choice))
+        localisation=localisation, intended_use=INTENDED_USE, warnings=_warnings(choice, check))
 
 
 def _image_result(item: AnalysedImage, threshold: float, heatmaps: bool, synthetic: bool) -> schemas.ImageResult:
@@ -127,8 +123,10 @@ def _image_result(item: AnalysedImage, threshold: float, heatmaps: bool, synthet
     return result
 
 
-def _read_uploads(files: list[UploadFile], max_bytes: int) -> tuple[list[tuple[str, bytes]], dict[int, str]]:
-    """(name, bytes) of each file within the limit, and {position: message} for those over it.
+def _read_uploads(files: list[UploadFile],
+                  max_bytes: int) -> tuple[list[tuple[str, bytes]], dict[int, schemas.ImageResult]]:
+    """(name, bytes) of each file within the limit, and {position: its error result} for those
+    over it.
 
     At most ``max_bytes + 1`` bytes of a file are read, so an oversized file costs no memory.
     """
@@ -139,7 +137,7 @@ def _read_uploads(files: list[UploadFile], max_bytes: int) -> tuple[list[tuple[s
         try:
             check_upload_size(name, max(upload.size or 0, len(data)), max_bytes)
         except ImageReadError as exc:
-            refused[position] = str(exc)
+            refused[position] = schemas.ImageResult(name=name, sha256="", file_type="too large", error=str(exc))
             continue
         uploads.append((name, data))
     return uploads, refused
@@ -204,16 +202,13 @@ def create_app(config: AppConfig, preload: bool = False) -> FastAPI:
         uploads, refused = _read_uploads(files, config.max_upload_bytes)
         threshold = active_threshold(engine, choice)
         predictor = models.predictor(choice)
-        from fracturescan.store import settings
-
-        analysis = models.run(
+        analysis = on_model_thread(
             analyse_and_record, engine, user, choice, predictor, threshold, uploads, heatmaps=heatmaps,
             store_pixels=bool(settings.get_setting(engine, settings.STORE_PIXELS, False)),
             max_bytes=config.max_upload_bytes)
         scored = iter(analysis.images)
-        images = [schemas.ImageResult(name=(files[i].filename or f"file{i + 1}")[:255], sha256="",
-                                      file_type="too large", error=refused[i]) if i in refused
-                  else _image_result(next(scored), threshold, heatmaps, choice.metadata.synthetic)
+        images = [refused[i] if i in refused else _image_result(next(scored), threshold, heatmaps,
+                                                                choice.metadata.synthetic)
                   for i in range(len(files))]
         study_p = analysis.study_probability
         if study_p is None:
@@ -231,7 +226,7 @@ def create_app(config: AppConfig, preload: bool = False) -> FastAPI:
             study=schemas.StudyResult(probability=study_p, abnormal=study_p >= threshold,
                                       n_images=len(analysis.readable)),
             images=images, heatmap_caption=heatmap_caption(methods.pop()) if methods else None,
-            seconds=analysis.seconds, disclaimer=DISCLAIMER, warnings=_warnings(choice))
+            seconds=analysis.seconds, disclaimer=DISCLAIMER, warnings=_warnings(choice, choice.localisation()))
 
     @app.post("/v1/studies/{audit_id}/feedback", response_model=schemas.FeedbackOut, status_code=201,
               responses=_errors(400, 401, 404, 422, 500))
