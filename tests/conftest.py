@@ -11,6 +11,8 @@ from PIL import Image
 
 # Two cores on CI: one torch thread per test process keeps runs predictable.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+# The suite never downloads: the ImageNet download tests lift this and serve files on 127.0.0.1.
+os.environ["FRACTURESCAN_OFFLINE"] = "1"
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 

@@ -73,15 +73,19 @@ def test_user_errors_are_one_line(small_checkpoint: Path, tmp_path: Path, capsys
 
 def test_imagenet_weights_offline_error_names_the_file(tmp_path: Path, monkeypatch, capsys) -> None:
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    # --offline alone must stop the download; were it ignored, the mirror is a closed local port.
+    monkeypatch.delenv("FRACTURESCAN_OFFLINE", raising=False)
+    monkeypatch.setenv("FRACTURESCAN_IMAGENET_BASE_URL", "http://127.0.0.1:9")
     from fracturescan.data.synth import generate_mura_phantoms
 
     generate_mura_phantoms(tmp_path / "data", studies=12, size=48, seed=3)
     code = main(["train", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "run"),
                  "--weights", "imagenet", "--image-size", "32", "--epochs", "1",
-                 "--cache-dir", str(tmp_path / "cache")])
+                 "--cache-dir", str(tmp_path / "cache"), "--offline"])
     err = capsys.readouterr().err
     assert code == 1
     assert "densenet121-a639ec97.pth" in err and str(tmp_path / "torch_home") in err
+    assert "downloads are off" in err
 
 
 def test_synth_and_data_info(tmp_path: Path) -> None:

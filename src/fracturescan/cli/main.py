@@ -6,6 +6,7 @@ Every user mistake surfaces as one line on stderr and a non-zero exit code, neve
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -73,7 +74,9 @@ def train(
     out: Optional[Path] = typer.Option(None, "--out", help="Run directory to create."),
     body_part: Optional[str] = typer.Option(None, "--body-part", help="XR_WRIST (default), XR_ELBOW, …, all."),
     arch: Optional[str] = typer.Option(None, help="torchvision backbone (default densenet121)."),
-    weights: Optional[str] = typer.Option(None, help="imagenet (default), none, or a file/checkpoint path."),
+    weights: Optional[str] = typer.Option(
+        None, help="imagenet (default; downloaded once into the torch hub cache), none, or a file/checkpoint path."),
+    offline: bool = typer.Option(False, "--offline", help="Never download (same as FRACTURESCAN_OFFLINE=1)."),
     epochs: Optional[int] = typer.Option(None, help="Maximum epochs (default 30)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Default 32."),
     image_size: Optional[int] = typer.Option(None, "--image-size", help="Square input size (default 224)."),
@@ -94,8 +97,11 @@ def train(
 ) -> None:
     """Train a classifier; writes config, history, TensorBoard logs and the best checkpoint."""
     from ..config import load_config
+    from ..models.download import OFFLINE_ENV
     from ..training.loop import train as run_training
 
+    if offline:  # through the environment, so torchrun's worker processes see it too
+        os.environ[OFFLINE_ENV] = "1"
     overrides = {
         "data": str(data.resolve()) if data else None, "out": str(out) if out else None, "body_part": body_part,
         "arch": arch, "weights": weights, "epochs": epochs, "batch_size": batch_size,

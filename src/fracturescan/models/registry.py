@@ -290,8 +290,8 @@ def build_model(
     Args:
         arch: any torchvision classification model name (``available_architectures()``).
         weights: ``"none"`` (random init), ``"imagenet"`` (torchvision's default ImageNet weights
-            from the local torch hub cache; never downloaded) or a path to a ``.safetensors`` /
-            ``.pth`` state dict or a fracturescan checkpoint directory.
+            from the torch hub cache, downloaded and hash-checked once unless offline) or a path
+            to a ``.safetensors`` / ``.pth`` state dict or a fracturescan checkpoint directory.
         hidden: width of the head's hidden layer.
         dropout: dropout probability in the head.
         in_channels: input channels; 3-channel pretrained input kernels are summed and shared
@@ -299,7 +299,7 @@ def build_model(
 
     Raises:
         ConfigError: unknown architecture or invalid hyper-parameter.
-        WeightsNotFoundError: the requested weights are not available offline.
+        WeightsNotFoundError: the requested weights are neither cached nor downloadable.
         CheckpointError: a weights file is unreadable or does not fit the model.
     """
     from fracturescan.models.weights import apply_weights  # weights imports this module

@@ -1,15 +1,18 @@
 """Initial weights for a :class:`FractureNet`: ``imagenet``, ``none`` or a local ``PATH``.
 
-Nothing here touches the network. ImageNet weights are read only from the standard torch hub
-cache (``$TORCH_HOME/hub/checkpoints/<file>``), where torchvision itself would have saved them,
-and every ``.pth``/``.pt`` file is read with ``torch.load(weights_only=True)`` so that loading a
-file can never run code hidden in a pickle.
+ImageNet weights live in the standard torch hub cache (``$TORCH_HOME/hub/checkpoints/<file>``),
+where torchvision itself keeps them. When the file is missing and downloads are allowed it is
+fetched once from torchvision's URL (or the mirror in ``FRACTURESCAN_IMAGENET_BASE_URL``) with a
+progress bar, checked against the SHA-256 prefix in its name and written atomically
+(:mod:`fracturescan.models.download`). ``--offline`` / ``FRACTURESCAN_OFFLINE=1`` forbid the
+download. Every ``.pth``/``.pt`` file is read with ``torch.load(weights_only=True)`` so that
+loading a file can never run code hidden in a pickle.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
+import os
 import re
 from pathlib import Path
 from urllib.parse import urlparse
@@ -19,6 +22,14 @@ import torchvision.models as tv_models
 from torch import nn
 
 from fracturescan.errors import CheckpointError, ConfigError, WeightsNotFoundError
+from fracturescan.models.download import (
+    OFFLINE_ENV,
+    NetworkUnavailableError,
+    download_verified,
+    hash_prefix_of,
+    offline_requested,
+    sha256_of,
+)
 from fracturescan.models.registry import FractureNet, check_arch
 
 logger = logging.getLogger(__name__)
@@ -28,14 +39,18 @@ StateDict = dict[str, torch.Tensor]
 # Old DenseNet files name a layer's sub-modules "norm.1"/"conv.2"; current torchvision calls
 # them "norm1"/"conv2". The dot between the word and the digit is all that differs.
 _LEGACY_DENSENET_KEY = re.compile(r"(denselayer\d+\.(?:norm|relu|conv))\.([12])\.")
-# torchvision weight files carry the first hex digits of their SHA-256 in the name.
-_HASH_IN_NAME = re.compile(r"-([0-9a-f]{6,64})\.")
+#: A mirror of download.pytorch.org/models (same file names): ``https://mirror.example/models``.
+MIRROR_ENV = "FRACTURESCAN_IMAGENET_BASE_URL"
 
 
 def imagenet_weights_url(arch: str) -> str:
-    """URL of torchvision's default ImageNet weights for ``arch``."""
+    """URL of torchvision's default ImageNet weights for ``arch`` (on the mirror, if one is set)."""
     check_arch(arch)
-    return str(tv_models.get_model_weights(arch).DEFAULT.url)
+    url = str(tv_models.get_model_weights(arch).DEFAULT.url)
+    mirror = os.environ.get(MIRROR_ENV, "").strip()
+    if mirror:
+        url = f"{mirror.rstrip('/')}/{Path(urlparse(url).path).name}"
+    return url
 
 
 def imagenet_weights_path(arch: str) -> Path:
@@ -52,36 +67,49 @@ def remap_legacy_densenet_keys(state: StateDict) -> StateDict:
     return {_LEGACY_DENSENET_KEY.sub(r"\1\2.", key): value for key, value in state.items()}
 
 
-def load_imagenet_state_dict(arch: str) -> StateDict:
-    """Read ``arch``'s torchvision ImageNet state dict from the local torch hub cache.
+def load_imagenet_state_dict(arch: str, *, offline: bool | None = None, progress: bool = True) -> StateDict:
+    """Read ``arch``'s torchvision ImageNet state dict, downloading it once if needed.
+
+    Args:
+        arch: torchvision architecture name.
+        offline: forbid the download; ``None`` reads ``FRACTURESCAN_OFFLINE``.
+        progress: show a progress bar while downloading (on a terminal).
 
     Raises:
-        WeightsNotFoundError: the file is not in the cache; the message names the exact file,
-            the full path to put it at, and the URL to fetch it from on a connected machine.
+        WeightsNotFoundError: the file is not cached and cannot be downloaded (offline or no
+            network); the message names the exact file, the full path to put it at, and the
+            URL to fetch it from on a connected machine.
+        DownloadError: the download broke off or failed the hash check (nothing was kept).
     """
     path = imagenet_weights_path(arch)
-    if not path.is_file():
-        url = imagenet_weights_url(arch)
-        raise WeightsNotFoundError(
-            f"ImageNet weights for {arch} are not in the local torch hub cache and fracturescan "
-            f"never downloads. On a machine with internet access download {url} and place the "
-            f"file {path.name} at {path} (or point TORCH_HOME at a folder whose "
-            f"hub/checkpoints/ holds it), or train from scratch with --weights none."
-        )
-    _warn_if_hash_differs(path)
+    if path.is_file():
+        _warn_if_hash_differs(path)
+        return read_state_dict_file(path)
+    url = imagenet_weights_url(arch)
+    if offline if offline is not None else offline_requested():
+        raise _not_cached(arch, path, url, f"downloads are off (--offline or {OFFLINE_ENV}=1)")
+    logger.info("Downloading ImageNet weights for %s from %s to %s", arch, url, path)
+    try:
+        download_verified(url, path, progress=progress)
+    except NetworkUnavailableError as exc:
+        raise _not_cached(arch, path, url, f"the download failed ({exc})") from exc
     return read_state_dict_file(path)
 
 
+def _not_cached(arch: str, path: Path, url: str, why: str) -> WeightsNotFoundError:
+    return WeightsNotFoundError(
+        f"ImageNet weights for {arch} are not in the local torch hub cache and {why}. "
+        f"On a machine with internet access download {url} and place the file {path.name} at "
+        f"{path} (or point TORCH_HOME at a folder whose hub/checkpoints/ holds it), or train "
+        "from scratch with --weights none."
+    )
+
+
 def _warn_if_hash_differs(path: Path) -> None:
-    match = _HASH_IN_NAME.search(path.name)
-    if match is None:
-        return
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    if not digest.hexdigest().startswith(match.group(1)):
-        # A warning, not an error: the keys and shapes are still checked strictly on load.
+    # A file put in the cache by hand is checked too, but only warned about: the keys and
+    # shapes are still checked strictly on load. Our own downloads are verified before they land.
+    expected = hash_prefix_of(path.name)
+    if expected is not None and not sha256_of(path).startswith(expected):
         logger.warning("%s does not match the hash in its name; it may be truncated or replaced", path)
 
 
@@ -207,11 +235,13 @@ def apply_weights(model: FractureNet, weights: str | Path) -> None:
     """Initialise ``model`` in place according to a ``--weights`` value.
 
     ``"none"``: keep the random init. ``"imagenet"``: torchvision ImageNet weights from the torch
-    hub cache into the backbone. A directory: a fracturescan checkpoint (backbone and head). A
+    hub cache (downloaded once unless offline) into the backbone. A directory: a fracturescan checkpoint (backbone and head). A
     file: a full FractureNet state dict (if its keys say so) or a torchvision backbone state dict.
 
     Raises:
-        WeightsNotFoundError: ImageNet weights not cached, or the path does not exist.
+        WeightsNotFoundError: ImageNet weights neither cached nor downloadable, or the path
+            does not exist.
+        DownloadError: the ImageNet download broke off or failed its hash check.
         CheckpointError: the weights cannot be read or do not fit the model.
         ConfigError: unsupported file type.
     """
