@@ -1,20 +1,65 @@
-"""Training configuration: a frozen dataclass, loadable from YAML, overridable by CLI flags."""
+"""Training configuration: typed, validated once up front, loadable from YAML, overridable by CLI flags.
+
+:class:`TrainConfig` is an immutable pydantic model used like a frozen dataclass (attribute access,
+keyword construction, :meth:`TrainConfig.replace`, :meth:`TrainConfig.to_dict`). Every value is
+checked when the configuration is built, before any data or cache work, so a wrong value stops a
+run at once with one line naming the key instead of a crash epochs later. Numbers written in YAML
+as ``1e-4`` (which PyYAML reads as the *string* ``"1e-4"``, YAML 1.1 wanting a dot) are parsed
+as numbers.
+"""
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .data.transforms import AugmentConfig
-from .errors import ConfigError
+from .errors import ConfigError, FracturescanError
 
 
-@dataclass(frozen=True)
-class TrainConfig:
+def _not_bool(value: Any) -> Any:
+    # pydantic's lax mode reads True as 1; in a config file that is a typo, not a number.
+    if isinstance(value, bool):
+        raise ValueError("expected a number, got a boolean")
+    return value
+
+
+Float = Annotated[float, BeforeValidator(_not_bool)]
+Int = Annotated[int, BeforeValidator(_not_bool)]
+
+
+class _Frozen(BaseModel):
+    """Immutable; unknown keys, NaN and infinity refused."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (YAML/JSON friendly), nested sections as dicts."""
+        return self.model_dump()
+
+    def replace(self, **changes: Any) -> Any:
+        """A validated copy with ``changes`` applied (like :func:`dataclasses.replace`)."""
+        return type(self)(**{**self.to_dict(), **changes})
+
+
+class AugmentConfig(_Frozen):
+    """Training augmentation: horizontal flip probability, rotation range (± degrees), brightness
+    shift (± fraction of full scale), contrast factor range (1 ± contrast), shift (± fraction of
+    the image side, each axis), zoom factor range (1 ± scale), and the probability of random
+    erasing (one rectangle of 2–20% of the image filled with a random grey level)."""
+
+    hflip: Float = Field(0.5, ge=0.0, le=1.0)
+    rotation: Float = Field(15.0, ge=0.0, le=180.0)
+    brightness: Float = Field(0.2, ge=0.0, le=1.0)
+    contrast: Float = Field(0.2, ge=0.0, lt=1.0)
+    translate: Float = Field(0.0, ge=0.0, lt=1.0)  # random shift, ± fraction of the image side (both axes)
+    scale: Float = Field(0.0, ge=0.0, lt=1.0)  # random zoom factor in [1 - scale, 1 + scale]
+    erase: Float = Field(0.0, ge=0.0, le=1.0)  # probability of blanking one random rectangle
+
+
+class TrainConfig(_Frozen):
     """Everything that defines a training run. Defaults follow the original recipe
     (DenseNet121, Adam lr 1e-4, batch 32, class-weighted BCE)."""
 
@@ -23,72 +68,114 @@ class TrainConfig:
     body_part: str = "XR_WRIST"
     arch: str = "densenet121"
     weights: str = "imagenet"
-    image_size: int = 224
-    batch_size: int = 32
-    eval_batch_size: int = 64
-    epochs: int = 30
-    lr: float = 1e-4
-    weight_decay: float = 0.0
-    hidden: int = 256
-    dropout: float = 0.5
-    monitor: str = "val_loss"
-    early_stopping_patience: int = 5
-    lr_patience: int = 2
-    lr_factor: float = 0.1
-    min_lr: float = 1e-7
-    holdout_fraction: float = 0.1
-    threshold_method: str = "f1"
-    target_sensitivity: float | None = None
-    seed: int = 0
+    image_size: Int = Field(224, ge=32)
+    batch_size: Int = Field(32, ge=1)
+    eval_batch_size: Int = Field(64, ge=1)
+    epochs: Int = Field(30, ge=1)
+    lr: Float = Field(1e-4, gt=0.0)
+    weight_decay: Float = Field(0.0, ge=0.0)
+    hidden: Int = Field(256, ge=1)
+    dropout: Float = Field(0.5, ge=0.0, lt=1.0)
+    monitor: Literal["val_loss", "val_auc", "val_study_auc"] = "val_loss"
+    early_stopping_patience: Int = Field(5, ge=0)
+    lr_patience: Int = Field(2, ge=0)
+    lr_factor: Float = Field(0.1, gt=0.0, lt=1.0)
+    min_lr: Float = Field(1e-7, ge=0.0)
+    holdout_fraction: Float = Field(0.1, gt=0.0, lt=1.0)
+    threshold_method: Literal["f1", "youden", "sensitivity"] = "f1"
+    target_sensitivity: Float | None = Field(None, gt=0.0, le=1.0)
+    seed: Int = Field(0, ge=0)
     device: str = "auto"
     amp: bool = True
     compile: bool = False  # torch.compile the model (worth it on GPU for long runs)
     cuda_graph: bool = False  # capture the whole training step in a CUDA graph (CUDA, one process)
     cache_dir: str | None = None
-    max_train_images: int | None = None
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    max_train_images: Int | None = Field(None, ge=1)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
 
-    def __post_init__(self) -> None:
-        checks = [
-            (self.image_size >= 32, "image_size must be at least 32"),
-            (self.batch_size >= 1 and self.eval_batch_size >= 1, "batch sizes must be positive"),
-            (self.epochs >= 1, "epochs must be at least 1"),
-            (self.lr > 0, "lr must be positive"),
-            (0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)"),
-            (0.0 < self.holdout_fraction < 1.0, "holdout_fraction must be in (0, 1)"),
-            (self.monitor in ("val_loss", "val_auc", "val_study_auc"), "monitor must be val_loss, val_auc or val_study_auc"),
-            (self.threshold_method in ("f1", "youden", "sensitivity"), "threshold_method must be f1, youden or sensitivity"),
-            (not (self.cuda_graph and self.compile), "cuda_graph and compile are alternatives; choose one"),
-            (self.threshold_method != "sensitivity" or self.target_sensitivity is not None,
-             "threshold_method 'sensitivity' needs target_sensitivity"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(f"Invalid training configuration: {message}.")
+    def __init__(self, **values: Any) -> None:
+        # Only the top level translates errors: pydantic runs a nested model's own __init__ while
+        # validating it, which would lose the section name ('augment.') from the message.
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise ConfigError(describe_errors(exc)) from None
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict (YAML/JSON friendly)."""
-        return dataclasses.asdict(self)
+    @field_validator("arch")
+    @classmethod
+    def _known_arch(cls, arch: str) -> str:
+        from .models.registry import check_arch  # torchvision: imported only when a config is built
+
+        _as_value_error(check_arch, arch)
+        return arch
+
+    @field_validator("body_part")
+    @classmethod
+    def _known_body_part(cls, body_part: str) -> str:
+        from .data.mura import normalise_body_parts
+
+        _as_value_error(normalise_body_parts, body_part)
+        return body_part
+
+    @field_validator("device")
+    @classmethod
+    def _device_name(cls, device: str) -> str:
+        import torch
+
+        if device != "auto":
+            try:
+                torch.device(device)
+            except RuntimeError:
+                raise ValueError("use auto, cpu, cuda or cuda:N") from None
+        return device
+
+    @field_validator("weights")
+    @classmethod
+    def _weights_source(cls, weights: str) -> str:
+        if weights.lower() not in ("imagenet", "none") and not Path(weights).expanduser().exists():
+            raise ValueError("no such file or directory; use imagenet, none, a weights file or a checkpoint directory")
+        return weights
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainConfig:
+        if self.cuda_graph and self.compile:
+            raise ValueError("cuda_graph and compile are alternatives; choose one")
+        if self.threshold_method == "sensitivity" and self.target_sensitivity is None:
+            raise ValueError("threshold_method 'sensitivity' needs target_sensitivity")
+        return self
+
+
+def _as_value_error(check: Any, value: Any) -> None:
+    # pydantic reports ValueErrors with the key's name; our own errors would escape unnamed.
+    try:
+        check(value)
+    except FracturescanError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def describe_errors(exc: ValidationError) -> str:
+    """One line naming every offending key: ``Invalid configuration: lr: … (got 'abc')``."""
+    parts: list[str] = []
+    for error in exc.errors(include_url=False):
+        key = ".".join(str(p) for p in error["loc"])
+        if error["type"] == "extra_forbidden":
+            section = AugmentConfig if key.startswith("augment.") else TrainConfig
+            valid = ", ".join(section.model_fields)
+            parts.append(f"unknown key {key!r} (valid keys: {valid})")
+            continue
+        message = (str(error["ctx"]["error"]) if error["type"] == "value_error" else error["msg"]).rstrip(".")
+        got = f" (got {error['input']!r})" if key and not isinstance(error["input"], dict) else ""
+        parts.append(f"{key}: {message}{got}" if key else message)
+    return "Invalid configuration: " + "; ".join(parts) + "."
 
 
 def config_from_dict(values: dict[str, Any], base: TrainConfig | None = None) -> TrainConfig:
-    """Apply ``values`` (unknown keys rejected) on top of ``base`` (defaults if None)."""
-    base = base or TrainConfig()
-    known = {f.name for f in fields(TrainConfig)}
-    unknown = set(values) - known
-    if unknown:
-        raise ConfigError(f"Unknown configuration keys {sorted(unknown)}; valid keys: {sorted(known)}.")
+    """Apply ``values`` on top of ``base`` (defaults if None); the result is validated as a whole."""
+    merged = (base or TrainConfig()).to_dict()
     values = dict(values)
-    if isinstance(values.get("augment"), dict):
-        aug_known = {f.name for f in fields(AugmentConfig)}
-        bad = set(values["augment"]) - aug_known
-        if bad:
-            raise ConfigError(f"Unknown augment keys {sorted(bad)}; valid: {sorted(aug_known)}.")
-        values["augment"] = dataclasses.replace(base.augment, **values["augment"])
-    try:
-        return dataclasses.replace(base, **values)
-    except TypeError as exc:
-        raise ConfigError(f"Invalid configuration: {exc}") from exc
+    if isinstance(values.get("augment"), dict):  # a partial augment section keeps the other defaults
+        values["augment"] = {**merged["augment"], **values["augment"]}
+    return TrainConfig(**{**merged, **values})
 
 
 def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> TrainConfig:
@@ -101,12 +188,16 @@ def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> T
         try:
             loaded = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:
-            raise ConfigError(f"Config file {path} is not valid YAML: {exc}") from exc
+            raise ConfigError(f"Config file {path} is not valid YAML: {' '.join(str(exc).split())}") from exc
         if not isinstance(loaded, dict):
             raise ConfigError(f"Config file {path} must hold a mapping of option: value.")
         values.update(loaded)
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    return config_from_dict(values)
+    try:
+        return config_from_dict(values)
+    except ConfigError as exc:
+        where = f" in {path}" if path is not None else ""
+        raise ConfigError(str(exc).replace("Invalid configuration", f"Invalid configuration{where}", 1)) from None
 
 
 def save_config(config: TrainConfig, path: Path) -> None:

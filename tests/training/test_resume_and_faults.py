@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import dataclasses
 from pathlib import Path
 
 import pytest
@@ -91,7 +90,7 @@ def test_config_yaml_and_overrides(tmp_path: Path) -> None:
     cfg = load_config(path, {"epochs": 3, "batch_size": None})
     assert (cfg.epochs, cfg.lr, cfg.batch_size, cfg.augment.rotation, cfg.augment.hflip) == (3, 0.001, 32, 5, 0.5)
     path.write_text("epoch: 7\n")
-    with pytest.raises(ConfigError, match="Unknown configuration keys \\['epoch'\\]"):
+    with pytest.raises(ConfigError, match="unknown key 'epoch'"):
         load_config(path)
     with pytest.raises(ConfigError, match="dropout"):
-        dataclasses.replace(TrainConfig(), dropout=1.5)
+        TrainConfig().replace(dropout=1.5)

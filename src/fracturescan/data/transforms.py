@@ -9,29 +9,14 @@ app and API see identical inputs.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from ..config import AugmentConfig  # noqa: F401  (the augmentation settings; re-exported here)
+
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    """Training augmentation: horizontal flip probability, rotation range (± degrees), brightness
-    shift (± fraction of full scale), contrast factor range (1 ± contrast), shift (± fraction of
-    the image side, each axis), zoom factor range (1 ± scale), and the probability of random
-    erasing (one rectangle of 2–20% of the image filled with a random grey level)."""
-
-    hflip: float = 0.5
-    rotation: float = 15.0
-    brightness: float = 0.2
-    contrast: float = 0.2
-    translate: float = 0.0  # random shift, ± fraction of the image side (both axes)
-    scale: float = 0.0  # random zoom factor in [1 - scale, 1 + scale]
-    erase: float = 0.0  # probability of blanking one random rectangle (random erasing)
 
 
 def normalise(
