@@ -14,6 +14,7 @@ from PIL import Image, ImageFilter
 
 from fracturescan.data.phantom import VIEWS, render_wrist
 from fracturescan.data.phantom_anatomy import sample_anatomy
+from fracturescan.data.phantom_finger import render_finger, sample_finger
 from fracturescan.data.synth import generate_mura_phantoms, synthetic_marker
 from fracturescan.errors import ConfigError
 
@@ -189,6 +190,8 @@ def test_overwrite_rules(tmp_path: Path) -> None:
         {"positive_fraction": -0.1},
         {"positive_fraction": 1.5},
         {"body_part": "XR_KNEE"},
+        {"body_part": "XR_ELBOW"},  # a MURA part without a phantom anatomy
+        {"body_part": "XR_WRIST,XR_FINGER", "studies": 3},  # fewer than one per split and part
     ],
 )
 def test_rejects_nonsense_arguments(tmp_path: Path, kwargs: dict[str, object]) -> None:
@@ -199,21 +202,28 @@ def test_rejects_nonsense_arguments(tmp_path: Path, kwargs: dict[str, object]) -
     assert not (tmp_path / "x").exists()
 
 
-def test_anatomy_draws_do_not_depend_on_the_label() -> None:
-    broken = sample_anatomy(np.random.default_rng(3), fracture=True)
-    intact = sample_anatomy(np.random.default_rng(3), fracture=False)
+PHANTOMS = {"wrist": (sample_anatomy, render_wrist), "finger": (sample_finger, render_finger)}
+
+
+@pytest.mark.parametrize("part", sorted(PHANTOMS))
+def test_anatomy_draws_do_not_depend_on_the_label(part: str) -> None:
+    sample = PHANTOMS[part][0]
+    broken = sample(np.random.default_rng(3), fracture=True)
+    intact = sample(np.random.default_rng(3), fracture=False)
     assert broken.fractured and not intact.fractured
     assert dataclasses.replace(intact, fractured=True) == broken
 
 
+@pytest.mark.parametrize("part", sorted(PHANTOMS))
 @pytest.mark.parametrize("view", sorted(VIEWS))
-def test_fracture_changes_pixels_only_inside_its_box(view: str) -> None:
+def test_fracture_changes_pixels_only_inside_its_box(view: str, part: str) -> None:
+    sample, render = PHANTOMS[part]
     for seed in range(6):
-        anatomy = sample_anatomy(np.random.default_rng(seed), fracture=True)
-        broken, box = render_wrist(
+        anatomy = sample(np.random.default_rng(seed), fracture=True)
+        broken, box = render(
             np.random.default_rng(99 + seed), 96, 80, view=view, anatomy=anatomy
         )
-        intact, none = render_wrist(
+        intact, none = render(
             np.random.default_rng(99 + seed), 96, 80, view=view, anatomy=anatomy, fracture=False
         )
         assert none is None and box is not None
@@ -227,16 +237,19 @@ def test_fracture_changes_pixels_only_inside_its_box(view: str) -> None:
         assert (x1 - x0 + 1) * (y1 - y0 + 1) < 0.2 * 96 * 80, "box must localise the fracture"
 
 
-def test_fracture_survives_downsizing_to_64_px() -> None:
+@pytest.mark.parametrize("part", sorted(PHANTOMS))
+def test_fracture_survives_downsizing_to_64_px(part: str) -> None:
+    sample, render = PHANTOMS[part]
+
     def small(img: np.ndarray) -> np.ndarray:
         return np.asarray(Image.fromarray(img).resize((64, 64), Image.BILINEAR), dtype=np.float64)
 
     for seed, view in zip(range(6), ("PA", "OBL", "LAT") * 2):
-        anatomy = sample_anatomy(np.random.default_rng(seed), fracture=True)
-        broken, _ = render_wrist(
+        anatomy = sample(np.random.default_rng(seed), fracture=True)
+        broken, _ = render(
             np.random.default_rng(seed + 50), 256, 200, view=view, anatomy=anatomy
         )
-        intact, _ = render_wrist(
+        intact, _ = render(
             np.random.default_rng(seed + 50), 256, 200, view=view, anatomy=anatomy, fracture=False
         )
         diff = np.abs(small(broken) - small(intact))
@@ -262,3 +275,44 @@ def test_unknown_view_is_rejected() -> None:
     anatomy = sample_anatomy(np.random.default_rng(0), fracture=False)
     with pytest.raises(ValueError, match="Unknown view"):
         render_wrist(np.random.default_rng(0), 64, 64, view="AP", anatomy=anatomy)
+
+
+def test_multi_part_set_each_part_its_own_anatomy_split_and_boxes(tmp_path: Path) -> None:
+    """Wrists and fingers in one MURA tree: each part has both splits and labels, its own
+    patients and boxes on exactly its positive images; the first part's train studies are
+    exactly those of a one-part set of the same size, so adding a part never changes them."""
+    root = generate_mura_phantoms(tmp_path / "multi", 24, 48, seed=4, body_part="XR_WRIST,XR_FINGER").root
+    single = generate_mura_phantoms(tmp_path / "single", 12, 48, seed=4).root
+    part_row = re.compile(r"^MURA-v1\.1/(train|valid)/(XR_WRIST|XR_FINGER)/patient(\d{5})/study\d+_\w+/,([01])$")
+    patients: dict[str, dict[str, set[int]]] = defaultdict(lambda: defaultdict(set))
+    for split in ("train", "valid"):
+        rows = [part_row.match(line) for line in _lines(root / f"{split}_labeled_studies.csv")]
+        assert all(rows)
+        for part in ("XR_WRIST", "XR_FINGER"):
+            labels = [int(r.group(4)) for r in rows if r and r.group(2) == part]
+            assert 0 < sum(labels) < len(labels), (split, part)
+            patients[part][split] = {int(r.group(3)) for r in rows if r and r.group(2) == part}
+    assert not patients["XR_WRIST"]["train"] & patients["XR_FINGER"]["train"]
+    every_train = patients["XR_WRIST"]["train"] | patients["XR_FINGER"]["train"]
+    every_valid = patients["XR_WRIST"]["valid"] | patients["XR_FINGER"]["valid"]
+    assert max(every_train) < min(every_valid), "train patients come first"
+    with (root / "annotations.csv").open(newline="", encoding="utf-8") as fh:
+        boxed = {row[0] for row in list(csv.reader(fh))[1:]}
+    positives = {line for split in ("train", "valid") for line in _lines(root / f"{split}_image_paths.csv")
+                 if "_positive/" in line}
+    assert boxed == positives and any("XR_FINGER" in p for p in boxed)
+    wrist_train = {p.relative_to(root).as_posix(): p.read_bytes() for p in (root / "train" / "XR_WRIST").rglob("*.png")}
+    assert wrist_train == {p.relative_to(single).as_posix(): p.read_bytes()
+                           for p in (single / "train" / "XR_WRIST").rglob("*.png")}
+    assert "wrist and finger phantoms" in (root / "SYNTHETIC.txt").read_text(encoding="utf-8")
+
+
+def test_finger_is_a_radiograph_not_noise() -> None:
+    """Bone brighter than the finger's soft tissue, which is brighter than the film beside it."""
+    anatomy = sample_finger(np.random.default_rng(0), fracture=False)
+    img, _ = render_finger(np.random.default_rng(1), 128, 128, view="PA", anatomy=anatomy)
+    smooth = np.asarray(Image.fromarray(img).filter(ImageFilter.BoxBlur(1)), dtype=np.float64)
+    row = smooth[int(128 * 0.45)]  # across the proximal phalanx
+    background, peak = np.median(np.concatenate([row[:20], row[-20:]])), row.max()
+    assert peak - background > 80
+    assert np.sum((row > background + 15) & (row < peak - 25)) >= 4, "soft tissue shoulders"

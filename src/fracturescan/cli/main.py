@@ -46,11 +46,13 @@ def synth(
     size: int = typer.Option(256, help="Image height in pixels."),
     seed: int = typer.Option(0, help="Random seed (same seed, same files)."),
     valid_fraction: float = typer.Option(0.2, help="Share of studies in the valid split."),
+    body_part: str = typer.Option("XR_WRIST", "--body-part",
+                                  help="XR_WRIST, XR_FINGER, or both comma-separated (studies shared out evenly)."),
 ) -> None:
-    """Generate SYNTHETIC wrist phantoms in the exact MURA v1.1 layout (for tests and demos)."""
+    """Generate SYNTHETIC wrist (and finger) phantoms in the exact MURA v1.1 layout (for tests and demos)."""
     from ..data.synth import generate_mura_phantoms
 
-    summary = generate_mura_phantoms(out, studies, size, seed, valid_fraction=valid_fraction)
+    summary = generate_mura_phantoms(out, studies, size, seed, valid_fraction=valid_fraction, body_part=body_part)
     typer.echo(f"Wrote synthetic phantom data set to {summary.root}")
     output.echo_summary(summary)
 

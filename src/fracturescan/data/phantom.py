@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import Callable
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -83,6 +84,44 @@ def _collimate(rng: np.random.Generator, img: np.ndarray) -> None:
         img[band] = level
 
 
+#: Projects a study's anatomy at (angle in radians, pose) into (attenuation, fracture boxes).
+Projector = Callable[[float, tuple[float, ...]], tuple[np.ndarray, list[Box]]]
+
+
+def render_film(
+    rng: np.random.Generator, height: int, width: int, *, view: str, side: str,
+    project: Projector, fracture: bool,
+) -> tuple[np.ndarray, Box | None]:
+    """Turn one projected view into a ``height`` x ``width`` uint8 film (any body part).
+
+    ``project(theta, pose)`` gives the attenuation image and the boxes a fracture changed; this
+    adds pose, exposure, blur, fog, collimation, burnt-in text (``side`` marker) and noise, and
+    returns the merged fracture box (``None`` when ``fracture`` is False). ``project`` must not
+    draw random numbers, so the stream is consumed the same with and without a fracture.
+    """
+    if view not in VIEWS:
+        raise ValueError(f"Unknown view {view!r}: choose one of {', '.join(VIEWS)}.")
+    theta = math.radians(VIEWS[view])
+    rotation = math.radians(float(np.clip(rng.normal(0.0, 8.0), -20, 20)))
+    pose = (rotation, float(rng.uniform(0.85, 1.1)), float(rng.uniform(-0.05, 0.05)),
+            float(rng.uniform(-0.1, 0.0)))
+    exposure, fog, gamma, gain = rng.uniform((0.85, 0.02, 0.8, 0.85), (1.15, 0.12, 1.25, 1.0))
+    gradient = rng.uniform(-0.05, 0.05, 2)
+    noise_sigma = float(rng.uniform(0.008, 0.03))
+    blur_sigma = float(rng.uniform(0.5, 1.1)) * max(height / 256, 0.25)
+    attenuation, boxes = project(theta, pose)
+    signal = 1.0 - np.exp(-exposure * attenuation)
+    signal, kernel_radius = _blur(signal.astype(np.float32), blur_sigma)
+    ramp = (gradient[0] * np.linspace(-0.5, 0.5, width, dtype=np.float32)[None, :]
+            + gradient[1] * np.linspace(-0.5, 0.5, height, dtype=np.float32)[:, None])
+    img = fog + gain * (1 - fog) * signal ** gamma + ramp  # film fog, exposure, uneven field
+    _collimate(rng, img)
+    _burn_text(rng, img, side, view)
+    img = img + rng.standard_normal(img.shape, dtype=np.float32) * noise_sigma
+    out = np.clip(np.rint(img * 255), 0, 255).astype(np.uint8)
+    return out, _merge_boxes(boxes, kernel_radius + 1, height, width) if fracture else None
+
+
 def render_wrist(
     rng: np.random.Generator, height: int, width: int, *, view: str, anatomy: WristAnatomy,
     fracture: bool | None = None,
@@ -102,28 +141,10 @@ def render_wrist(
         The image and the fracture's bounding box ``(x0, y0, x1, y1)`` in pixels, inclusive and
         inside the image, or ``None`` when no fracture is drawn.
     """
-    if view not in VIEWS:
-        raise ValueError(f"Unknown view {view!r}: choose one of {', '.join(VIEWS)}.")
     fracture = anatomy.fractured if fracture is None else fracture
-    theta = math.radians(VIEWS[view])
-    rotation = math.radians(float(np.clip(rng.normal(0.0, 8.0), -20, 20)))
-    pose = (rotation, float(rng.uniform(0.85, 1.1)), float(rng.uniform(-0.05, 0.05)),
-            float(rng.uniform(-0.1, 0.0)))
-    exposure, fog, gamma, gain = rng.uniform((0.85, 0.02, 0.8, 0.85), (1.15, 0.12, 1.25, 1.0))
-    gradient = rng.uniform(-0.05, 0.05, 2)
-    noise_sigma = float(rng.uniform(0.008, 0.03))
-    blur_sigma = float(rng.uniform(0.5, 1.1)) * max(height / 256, 0.25)
-    attenuation, boxes = project_wrist(anatomy, theta, height, width, pose, fracture)
-    signal = 1.0 - np.exp(-exposure * attenuation)
-    signal, kernel_radius = _blur(signal.astype(np.float32), blur_sigma)
-    ramp = (gradient[0] * np.linspace(-0.5, 0.5, width, dtype=np.float32)[None, :]
-            + gradient[1] * np.linspace(-0.5, 0.5, height, dtype=np.float32)[:, None])
-    img = fog + gain * (1 - fog) * signal ** gamma + ramp  # film fog, exposure, uneven field
-    _collimate(rng, img)
-    _burn_text(rng, img, anatomy.side, view)
-    img = img + rng.standard_normal(img.shape, dtype=np.float32) * noise_sigma
-    out = np.clip(np.rint(img * 255), 0, 255).astype(np.uint8)
-    return out, _merge_boxes(boxes, kernel_radius + 1, height, width) if fracture else None
+    return render_film(
+        rng, height, width, view=view, side=anatomy.side, fracture=fracture,
+        project=lambda theta, pose: project_wrist(anatomy, theta, height, width, pose, fracture))
 
 
 def _merge_boxes(boxes: list[Box], margin: int, height: int, width: int) -> Box | None:
