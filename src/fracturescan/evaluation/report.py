@@ -27,6 +27,7 @@ from numpy.typing import ArrayLike
 import fracturescan
 from fracturescan.errors import DatasetError
 from fracturescan.evaluation import plots
+from fracturescan.evaluation.body_parts import body_part_blocks, body_part_table, study_body_parts
 from fracturescan.evaluation.bootstrap import bootstrap_ci
 from fracturescan.evaluation.calibration import expected_calibration_error
 from fracturescan.evaluation.metrics import (
@@ -218,6 +219,7 @@ def _blocks(metrics: Mapping[str, Any]) -> list[Block]:
               f"95% intervals: percentile bootstrap, {boot['n_boot']:,} resamples (seed "
               f"{boot['seed']}) of whole studies, so images of one study stay together. "
               f"Calibration error uses {ECE_BINS} equal-width bins."),
+        *(body_part_blocks(metrics["per_body_part"]) if "per_body_part" in metrics else []),
         ("h2", "Confusion matrices"),
         ("h3", "Image level"), _confusion_table(metrics["image_level"]["metrics"]),
         ("img", metrics["files"]["figures"]["confusion_image"], "Image-level confusion matrix"),
@@ -258,6 +260,7 @@ def write_evaluation_report(
     history_csv: Path | None = None,
     n_boot: int = 1000,
     seed: int = 0,
+    body_parts: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Evaluate image-level predictions and write the full report into ``out_dir``.
 
@@ -272,6 +275,8 @@ def write_evaluation_report(
         synthetic: the data are synthetic phantoms; the report then says so prominently.
         history_csv: optional training history to plot.
         n_boot, seed: bootstrap resamples and seed for the 95% intervals.
+        body_parts: the body part of each image (e.g. ``XR_WRIST``); adds the per-body-part
+            table (``per_body_part`` in metrics.json) and a ``body_part`` column to both CSVs.
 
     Returns:
         The dict written to ``metrics.json``.
@@ -288,6 +293,7 @@ def write_evaluation_report(
         )
     study = aggregate_studies(study_ids, y, p)
     study_patients = _study_patients(study, patient_ids)
+    study_parts = None if body_parts is None else study_body_parts(study_ids, body_parts)
     out_dir = Path(out_dir)
     (out_dir / "figures").mkdir(parents=True, exist_ok=True)
     log.info("evaluating %d images in %d studies (bootstrap n=%d)", len(y), len(study), n_boot)
@@ -309,16 +315,22 @@ def write_evaluation_report(
         "study_level": _level(study.y_true, study.y_prob, threshold, None, n_boot, seed),
         "model_info": model_info,
     }
+    if body_parts is not None:
+        metrics["per_body_part"] = body_part_table(study_ids, body_parts, y, p, threshold,
+                                                   n_boot=n_boot, seed=seed, alpha=ALPHA)
     decision = (p >= threshold).astype(int)
+    part_column = ["body_part"] if body_parts is not None else []
+    image_parts = [[str(b)] for b in body_parts] if body_parts is not None else [[]] * len(y)
     _write_csv(out_dir / "predictions.csv",
-               ["path", "study_id", "patient_id", "label", "prob", "decision"],
-               [[str(a), str(b), str(c), int(d), repr(float(e)), int(f)]
-                for a, b, c, d, e, f in zip(paths, study_ids, patient_ids, y, p, decision)])
+               ["path", "study_id", "patient_id", "label", "prob", "decision"] + part_column,
+               [[str(a), str(b), str(c), int(d), repr(float(e)), int(f)] + g
+                for a, b, c, d, e, f, g in zip(paths, study_ids, patient_ids, y, p, decision, image_parts)])
+    per_study = [[b] for b in study_parts] if study_parts is not None else [[]] * len(study)
     _write_csv(out_dir / "study_predictions.csv",
-               ["study_id", "patient_id", "n_images", "label", "prob", "decision"],
-               [[str(s), pid, int(k), int(lab), repr(float(prob)), int(prob >= threshold)]
-                for s, pid, k, lab, prob in zip(study.study_ids, study_patients, study.n_images,
-                                                study.y_true, study.y_prob)])
+               ["study_id", "patient_id", "n_images", "label", "prob", "decision"] + part_column,
+               [[str(s), pid, int(k), int(lab), repr(float(prob)), int(prob >= threshold)] + part
+                for s, pid, k, lab, prob, part in zip(study.study_ids, study_patients, study.n_images,
+                                                      study.y_true, study.y_prob, per_study)])
     figures = _figures(out_dir / "figures", (y, p), (study.y_true, study.y_prob), metrics,
                        threshold, history_csv)
     metrics["files"] = {"predictions": "predictions.csv",

@@ -70,6 +70,8 @@ def evaluate_run(
         history_csv=history if history.is_file() else None,
         n_boot=n_boot,
         seed=seed,
+        # The MURA per-body-part table; generic data sets (no parts) leave it out.
+        body_parts=None if all(r.body_part == "unknown" for r in kept) else [r.body_part for r in kept],
     )
     log.info("Evaluation report written to %s", out)
     return metrics, out
