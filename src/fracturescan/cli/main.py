@@ -32,11 +32,13 @@ def _root(ctx: typer.Context,
     logging.captureWarnings(True)  # library warnings go through logging, at the same level
     if not verbose:
         # pydicom narrates every oddity of a malformed file (and resets its own logger's level on
-        # import); our reader's error already says what matters, and pydicom's text may quote
-        # file content. A handler filter and a warnings filter keep it quiet.
+        # import), and logs a full traceback at ERROR for each decoder plugin that fails, even
+        # when the next plugin succeeds; our reader's error already says what matters, in one
+        # line per file, and pydicom's text may quote file content. A handler filter and a
+        # warnings filter keep it quiet; --verbose shows the details.
         warnings.filterwarnings("ignore", module=r"pydicom(\.|$)")
         for handler in logging.getLogger().handlers:
-            handler.addFilter(lambda r: r.levelno >= logging.ERROR or not r.name.startswith("pydicom"))
+            handler.addFilter(lambda r: not r.name.startswith("pydicom"))
 
 
 @command()

@@ -24,6 +24,7 @@ non-finite float pixel values are refused with :class:`ImageReadError`.
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -104,7 +105,8 @@ def _check_decodable(ds: Dataset, label: str, max_pixels: int) -> None:
     """Refuse, before decoding, files without pixels, too large, or with an unusable codec."""
     if not any(k in ds for k in PIXEL_KEYWORDS):
         modality = technical_fields(ds)["modality"] or "unknown"
-        sop = ds.get("SOPClassUID")
+        # A DICOMDIR names its class only in the file meta header.
+        sop = ds.get("SOPClassUID") or getattr(ds.get("file_meta"), "MediaStorageSOPClassUID", None)
         sop_name = (uid_name(sop) or safe_uid(sop)) if sop else ""
         sop_text = f", SOP class {sop_name}" if sop else ""
         # An image SOP class without pixels means the file was cut, not that it is a report.
@@ -130,7 +132,7 @@ def _check_decodable(ds: Dataset, label: str, max_pixels: int) -> None:
             "transfer syntax; the file is corrupt or non-standard: export the image as PNG"
         )
     if uid.is_compressed:
-        _check_codec(uid, label)
+        _check_codec(uid, label, _bits_stored(ds))
     elif "PixelData" in ds:
         _check_native_length(ds, label, rows, cols)
 
@@ -149,8 +151,19 @@ def _ensure_transfer_syntax(ds: Dataset) -> None:
         )
 
 
-def _check_codec(uid: Any, label: str) -> None:
-    """Raise :class:`UnsupportedImageError` when no installed plugin decodes ``uid``."""
+#: JPEG Extended (Process 2 & 4): python-gdcm and Pillow decode its 8-bit form only.
+JPEG_EXTENDED = "1.2.840.10008.1.2.4.51"
+_JPEG12_HINT = (
+    "only pylibjpeg-libjpeg decodes it here (python-gdcm and Pillow handle 8-bit JPEG only): "
+    "install the optional extra with pip install 'fracturescan[jpeg12]' (pylibjpeg-libjpeg is "
+    "licensed under the GNU GPL v3, unlike fracturescan's MIT licence: check that this suits "
+    "your use), or export the image as PNG"
+)
+
+
+def _check_codec(uid: Any, label: str, bits_stored: int = 8) -> None:
+    """Raise :class:`UnsupportedImageError` when no installed plugin decodes ``uid`` (at
+    ``bits_stored`` bits, which matters for 12-bit JPEG Extended)."""
     from pydicom.pixels import get_decoder
 
     try:
@@ -165,6 +178,18 @@ def _check_codec(uid: Any, label: str) -> None:
             f"{label} is compressed with {uid_label(uid)} and no installed decoder "
             f"handles it: {_INSTALL_HINT}"
         )
+    if uid == JPEG_EXTENDED and bits_stored > 8 and "pylibjpeg" not in decoder.available_plugins:
+        raise UnsupportedImageError(
+            f"{label} is compressed with {uid_label(uid)} at {bits_stored} bits: {_JPEG12_HINT}"
+        )
+
+
+def _bits_stored(ds: Dataset) -> int:
+    """BitsStored (else BitsAllocated, else 8); 8 when invalid."""
+    try:
+        return int(ds.get("BitsStored") or ds.get("BitsAllocated") or 8)
+    except (TypeError, ValueError):
+        return 8
 
 
 def _check_native_length(ds: Dataset, label: str, rows: int, cols: int) -> None:
@@ -173,6 +198,8 @@ def _check_native_length(ds: Dataset, label: str, rows: int, cols: int) -> None:
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
     bits = int(ds.get("BitsAllocated", 16) or 16)
     n_values = rows * cols * samples * frames
+    if samples == 3 and str(ds.get("PhotometricInterpretation", "")).strip() == "YBR_FULL_422":
+        n_values = n_values * 2 // 3  # chroma halved horizontally: Y Y Cb Cr per pixel pair
     expected = (n_values + 7) // 8 if bits == 1 else n_values * bits // 8
     actual = len(ds.PixelData)
     # One trailing pad byte is legal: DICOM values have even length.
@@ -202,9 +229,28 @@ def _decode_first_frame(ds: Dataset, label: str) -> np.ndarray:
     try:
         return np.asarray(pixel_array(ds, index=0))
     except Exception as exc:  # decoder plugins raise assorted types on bad streams
+        reasons = _plugin_reasons(exc)
+        detail = f"{reasons}; the compressed stream is damaged or non-standard" if reasons else safe_reason(exc)
         raise ImageReadError(
-            f"{label}: the pixel data cannot be decoded ({safe_reason(exc)})"
+            f"{label}: the pixel data cannot be decoded ({detail}); re-export the image"
         ) from exc
+
+
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+
+
+def _plugin_reasons(exc: BaseException) -> str:
+    """Each decoder plugin's own reason from pydicom's "all plugins failed" message, with any
+    quoted text removed (it could be file content), e.g. ``gdcm: GDCM does not support … for
+    samples with 12-bit precision``; '' when the message has no such lines."""
+    reasons = []
+    for line in str(exc).splitlines()[1:]:
+        plugin, _, text = line.strip().partition(": ")
+        if not (plugin.isidentifier() and text):
+            continue
+        if text.isascii() and text.isprintable():
+            reasons.append(f"{plugin}: {_QUOTED.sub('…', text)[:200]}")
+    return "; ".join(reasons)
 
 
 def _colour_to_gray(frame: np.ndarray, ds: Dataset) -> np.ndarray:

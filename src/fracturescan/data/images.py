@@ -59,7 +59,11 @@ def sniff_format(data: bytes) -> str | None:
     """Return ``png``, ``jpeg``, ``tiff``, ``bmp``, ``webp`` or ``dicom`` from magic bytes.
 
     Returns ``None`` for anything else (including DICOM without its ``DICM`` preamble).
+    ``DICM`` at offset 128 wins over every other signature: PS3.10 leaves the 128-byte
+    preamble to the application, and "dual-personality" files put a TIFF header there.
     """
+    if data[128:132] == b"DICM":
+        return "dicom"
     if data.startswith(_PNG_MAGIC):
         return "png"
     if data.startswith(b"\xff\xd8\xff"):
@@ -70,8 +74,6 @@ def sniff_format(data: bytes) -> str | None:
         return "bmp"
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "webp"
-    if data[128:132] == b"DICM":
-        return "dicom"
     return None
 
 
