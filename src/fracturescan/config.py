@@ -77,8 +77,10 @@ class TrainConfig(_Frozen):
     hidden: Int = Field(256, ge=1)
     dropout: Float = Field(0.5, ge=0.0, lt=1.0)
     monitor: Literal["val_loss", "val_auc", "val_study_auc"] = "val_loss"
+    # Patience N: act after N consecutive epochs without improvement (Keras's meaning, for both).
+    # lr_patience 3 cuts the LR on the same epoch as torch's patience 2 did before it meant this.
     early_stopping_patience: Int = Field(5, ge=0)
-    lr_patience: Int = Field(2, ge=0)
+    lr_patience: Int = Field(3, ge=0)
     lr_factor: Float = Field(0.1, gt=0.0, lt=1.0)
     min_lr: Float = Field(1e-7, ge=0.0)
     holdout_fraction: Float = Field(0.1, gt=0.0, lt=1.0)

@@ -1,8 +1,9 @@
 """Compare evaluated runs on the same studies: study-level metrics and paired differences.
 
 Two models scored on the same test studies are correlated (an easy study is easy for both), so
-their difference is measured with a *paired* bootstrap: every resample draws the same studies
-for all models, and the interval is taken over the per-resample differences. That interval is
+their difference is measured with a *paired* bootstrap: every resample draws the same patients
+(with all their studies: one patient's studies are correlated too) for all models, and the
+interval is taken over the per-resample differences. That interval is
 much narrower than one built from each model's own interval, and it is the honest one.
 
 Each model keeps its own decision threshold (the one stored in its checkpoint, chosen on its own
@@ -22,7 +23,7 @@ import numpy as np
 
 from fracturescan.errors import DatasetError
 from fracturescan.evaluation.bootstrap import bootstrap_replicates, group_resample_counts, percentile_interval
-from fracturescan.evaluation.metrics import binary_metrics
+from fracturescan.evaluation.metrics import binary_metrics, group_codes
 from fracturescan.evaluation.report_format import md_cell
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ class EvaluatedRun:
     study_ids: np.ndarray  # sorted
     y_true: np.ndarray
     y_prob: np.ndarray
+    patient_ids: np.ndarray | None = None  # per study; None: each study its own patient
 
 
 def load_evaluation(path: Path | str, split: str = "valid", name: str | None = None) -> EvaluatedRun:
@@ -68,7 +70,8 @@ def load_evaluation(path: Path | str, split: str = "valid", name: str | None = N
             name=name or (path.name if path.name != f"eval_{split}" else path.parent.name),
             eval_dir=eval_dir, split=str(metrics["split"]), threshold=float(metrics["threshold"]["value"]),
             synthetic=bool(metrics.get("synthetic", False)),
-            study_ids=np.array([row["study_id"] for row in rows]), y_true=y, y_prob=p)
+            study_ids=np.array([row["study_id"] for row in rows]), y_true=y, y_prob=p,
+            patient_ids=np.array([row.get("patient_id") or row["study_id"] for row in rows]))
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise DatasetError(f"{eval_dir} is not a readable evaluation ({exc}); re-run `fracturescan evaluate`.") from exc
     if not rows:
@@ -104,13 +107,14 @@ def compare_runs(runs: Sequence[EvaluatedRun], n_boot: int = 2000, seed: int = 0
     """Each run's study-level metrics with 95% intervals, and each run's paired difference from
     the first (the reference), with the 95% interval of that difference.
 
-    All models share every bootstrap resample of studies (see the module docstring).
+    All models share every bootstrap resample of patients (see the module docstring).
     """
     if len(runs) < 2:
         raise DatasetError("Give at least two evaluated runs to compare.")
     _check_same_studies(runs)
     ref = runs[0]
-    counts = group_resample_counts(np.arange(ref.y_true.size), int(n_boot), np.random.default_rng(seed))
+    patients = ref.patient_ids if ref.patient_ids is not None else ref.study_ids
+    counts = group_resample_counts(group_codes(patients)[0], int(n_boot), np.random.default_rng(seed))
     replicates = [bootstrap_replicates(run.y_true, run.y_prob, run.threshold, counts) for run in runs]
     models, differences = [], []
     for run, reps in zip(runs, replicates):
@@ -150,7 +154,7 @@ def comparison_markdown(result: dict[str, Any]) -> str:
     if result["synthetic"]:
         lines += ["**SYNTHETIC data: these numbers say nothing about real radiographs.**", ""]
     lines += ["Study level (a study's probability is the mean of its images'); 95% intervals from "
-              f"{result['bootstrap']['n_boot']} paired bootstrap resamples of studies; each model at its own "
+              f"{result['bootstrap']['n_boot']} paired bootstrap resamples of patients; each model at its own "
               "threshold." + (" Each interval holds for one comparison on its own, with no adjustment for "
                               "making several." if len(result["differences"]) > 1 else ""),
               "", "| model | threshold | " + " | ".join(COMPARED_METRICS) + " |",

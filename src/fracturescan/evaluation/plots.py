@@ -24,9 +24,11 @@ from fracturescan.data.records import LABEL_NAMES
 from fracturescan.errors import DatasetError
 from fracturescan.evaluation.calibration import expected_calibration_error, reliability_curve
 from fracturescan.evaluation.metrics import binary_metrics, validate_binary_inputs
+from fracturescan.training.monitor import MONITOR_LABELS, best_epoch
 
 __all__ = [
     "Curves",
+    "best_epoch_marker",
     "plot_calibration_curves",
     "plot_confusion_matrix",
     "plot_precision_recall_curves",
@@ -254,11 +256,26 @@ def _draw_series(ax: Axes, x: np.ndarray, history: Mapping[str, np.ndarray],
     return drawn
 
 
-def plot_training_curves(history_csv: Path, path: Path, *, title: str = "Training history") -> Path:
+def best_epoch_marker(history: Mapping[str, np.ndarray], monitor: str) -> tuple[int, str] | None:
+    """(epoch, legend text) of the best epoch by ``monitor`` (the training run's own definition,
+    :func:`fracturescan.training.monitor.best_epoch`), or None when it cannot be told."""
+    if monitor not in history or "epoch" not in history:
+        return None
+    rows = [{"epoch": e, monitor: v} for e, v in zip(history["epoch"], history[monitor]) if np.isfinite(e)]
+    epoch = best_epoch(rows, monitor)
+    if epoch is None:
+        return None
+    return epoch, f"best epoch {epoch} ({MONITOR_LABELS.get(monitor, monitor)}; the kept checkpoint)"
+
+
+def plot_training_curves(history_csv: Path, path: Path, *, title: str = "Training history",
+                         monitor: str = "val_loss") -> Path:
     """Losses, validation AUCs and learning rate per epoch from a history CSV.
 
     Expected columns: ``epoch,train_loss,val_loss,val_auc,val_study_auc,lr,seconds``; missing or
-    empty columns are skipped (a panel with nothing to show is left out).
+    empty columns are skipped (a panel with nothing to show is left out). The best epoch by
+    ``monitor`` (the run's ``monitor`` setting, which chose the kept checkpoint) is marked on the
+    panel that shows that value.
 
     Raises:
         DatasetError: the file is missing, empty, or has none of the plottable columns.
@@ -280,6 +297,7 @@ def plot_training_curves(history_csv: Path, path: Path, *, title: str = "Trainin
             f"training history {history_csv} has none of the columns train_loss, val_loss, "
             f"val_auc, val_study_auc, lr (found {sorted(history)})"
         )
+    marker = best_epoch_marker(history, monitor)
     fig = _new_figure(5.0 * len(present), 4.2)
     axes = np.atleast_1d(fig.subplots(1, len(present)))
     for ax, (ylabel, names, log_scale) in zip(axes, present):
@@ -287,10 +305,8 @@ def plot_training_curves(history_csv: Path, path: Path, *, title: str = "Trainin
         values = np.concatenate([history[c] for c in names if c in history])
         if log_scale and np.all(values[np.isfinite(values)] > 0):
             ax.set_yscale("log")
-        if names.get("val_auc") and "val_auc" in history and np.isfinite(history["val_auc"]).any():
-            best = int(np.nanargmax(history["val_auc"]))
-            ax.axvline(x[best], color="grey", ls=":", lw=1,
-                       label=f"best image AUC (epoch {x[best]:g})")
+        if marker is not None and monitor in names:
+            ax.axvline(marker[0], color="grey", ls=":", lw=1, label=marker[1])
         ax.set(xlabel="Epoch", ylabel=ylabel, title=ylabel)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)

@@ -7,7 +7,8 @@ metrics with study-bootstrap confidence intervals and writes, into one directory
     predictions.csv         one row per image
     study_predictions.csv   one row per study (probability = mean of its images)
     figures/*.png           confusion matrices, ROC, precision-recall, calibration, training
-    report.md, report.html  the same summary as Markdown and as self-contained HTML
+    report.md, report.html  the same summary as Markdown and as self-contained HTML (figures
+                            embedded, so the one file can be mailed)
 """
 
 from __future__ import annotations
@@ -135,6 +136,7 @@ def _figures(
     metrics: Mapping[str, Any],
     threshold: float,
     history_csv: Path | None,
+    monitor: str,
 ) -> dict[str, str]:
     """Draw every figure; return ``{name: path relative to the report directory}``."""
     curves = {"image level": image, "study level": study}
@@ -150,7 +152,7 @@ def _figures(
     made["calibration"] = plots.plot_calibration_curves(
         curves, fig_dir / "calibration.png", n_bins=ECE_BINS)
     if history_csv is not None:
-        made["training"] = plots.plot_training_curves(history_csv, fig_dir / "training_curves.png")
+        made["training"] = plots.plot_training_curves(history_csv, fig_dir / "training_curves.png", monitor=monitor)
     return {name: f"figures/{path.name}" for name, path in made.items()}
 
 
@@ -217,7 +219,8 @@ def _blocks(metrics: Mapping[str, Any]) -> list[Block]:
               f"{thr['value']:.4f}. A study's probability is the mean of its images' "
               "probabilities (MURA). "
               f"95% intervals: percentile bootstrap, {boot['n_boot']:,} resamples (seed "
-              f"{boot['seed']}) of whole studies, so images of one study stay together. "
+              f"{boot['seed']}) of whole patients, so the studies and images of one patient, "
+              "which are correlated, stay together. "
               f"Calibration error uses {ECE_BINS} equal-width bins."),
         *(body_part_blocks(metrics["per_body_part"]) if "per_body_part" in metrics else []),
         ("h2", "Confusion matrices"),
@@ -258,6 +261,7 @@ def write_evaluation_report(
     model_info: Mapping[str, Any],
     synthetic: bool,
     history_csv: Path | None = None,
+    monitor: str = "val_loss",
     n_boot: int = 1000,
     seed: int = 0,
     body_parts: Sequence[str] | None = None,
@@ -274,6 +278,7 @@ def write_evaluation_report(
         model_info: facts about the model (architecture, checkpoint, ...), stored as given.
         synthetic: the data are synthetic phantoms; the report then says so prominently.
         history_csv: optional training history to plot.
+        monitor: the run's monitored value (history column) that defined its best epoch.
         n_boot, seed: bootstrap resamples and seed for the 95% intervals.
         body_parts: the body part of each image (e.g. ``XR_WRIST``); adds the per-body-part
             table (``per_body_part`` in metrics.json) and a ``body_part`` column to both CSVs.
@@ -310,9 +315,10 @@ def write_evaluation_report(
             "abnormal_images": int(y.sum()), "abnormal_studies": int(study.y_true.sum()),
         },
         "bootstrap": {"n_boot": int(n_boot), "seed": int(seed), "alpha": ALPHA,
-                      "interval": "percentile", "resampling_unit": "study"},
-        "image_level": _level(y, p, threshold, study_ids, n_boot, seed),
-        "study_level": _level(study.y_true, study.y_prob, threshold, None, n_boot, seed),
+                      "interval": "percentile", "resampling_unit": "patient"},
+        # One patient can have several studies: resampling patients keeps them together.
+        "image_level": _level(y, p, threshold, patient_ids, n_boot, seed),
+        "study_level": _level(study.y_true, study.y_prob, threshold, study_patients, n_boot, seed),
         "model_info": model_info,
     }
     if body_parts is not None:
@@ -332,7 +338,7 @@ def write_evaluation_report(
                 for s, pid, k, lab, prob, part in zip(study.study_ids, study_patients, study.n_images,
                                                       study.y_true, study.y_prob, per_study)])
     figures = _figures(out_dir / "figures", (y, p), (study.y_true, study.y_prob), metrics,
-                       threshold, history_csv)
+                       threshold, history_csv, monitor)
     metrics["files"] = {"predictions": "predictions.csv",
                         "study_predictions": "study_predictions.csv",
                         "report_md": "report.md", "report_html": "report.html",
@@ -343,6 +349,6 @@ def write_evaluation_report(
     blocks = _blocks(metrics)
     (out_dir / "report.md").write_text(to_markdown(blocks), encoding="utf-8")
     (out_dir / "report.html").write_text(
-        to_html(blocks, f"fracturescan evaluation: {split}"), encoding="utf-8")
+        to_html(blocks, f"fracturescan evaluation: {split}", base=out_dir), encoding="utf-8")
     log.info("evaluation report written to %s", out_dir)
     return metrics

@@ -1,4 +1,4 @@
-"""Rendering of a report's blocks as Markdown and as one self-contained HTML page.
+"""Rendering of a report's blocks as Markdown and as one self-contained HTML page (figures embedded).
 
 A report is a list of blocks, each ``(kind, *args)`` with kind ``h1``/``h2``/``h3``, ``warning``
 (title, text), ``note`` (title, text), ``p``, ``img`` (path, alt) or ``table`` (header, rows).
@@ -7,8 +7,11 @@ Both renderers read the same blocks, so the Markdown and HTML versions never dri
 
 from __future__ import annotations
 
+import base64
 import html
+import mimetypes
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 Block = tuple[Any, ...]
@@ -53,8 +56,20 @@ padding:.3em .7em;text-align:left}th{background:#eee}
 img{max-width:100%;border:1px solid #ddd}"""
 
 
-def to_html(blocks: Sequence[Block], title: str) -> str:
-    """Render blocks as one self-contained HTML page (figures linked by relative path)."""
+def _image_source(path: str, base: Path | None) -> str:
+    """A figure as a base64 ``data:`` URI read from ``base / path`` (so the page travels as one
+    file), or the relative path itself when no base directory is given."""
+    if base is None:
+        return path
+    data = (Path(base) / path).read_bytes()
+    kind = mimetypes.guess_type(path)[0] or "application/octet-stream"
+    return f"data:{kind};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def to_html(blocks: Sequence[Block], title: str, *, base: Path | None = None) -> str:
+    """Render blocks as one HTML page. With ``base`` (the directory the ``img`` paths are
+    relative to) every figure is embedded, so the page is self-contained and can be mailed as
+    one file; without it figures are linked by their relative path."""
     e = html.escape
     body: list[str] = []
     for kind, *args in blocks:
@@ -68,7 +83,7 @@ def to_html(blocks: Sequence[Block], title: str) -> str:
         elif kind == "p":
             body.append(f"<p>{e(args[0])}</p>")
         elif kind == "img":
-            body.append(f'<p><img src="{e(args[0])}" alt="{e(args[1])}"></p>')
+            body.append(f'<p><img src="{e(_image_source(args[0], base))}" alt="{e(args[1])}"></p>')
         elif kind == "table":
             header, rows = args
             head = "".join(f"<th>{e(str(h))}</th>" for h in header)

@@ -65,9 +65,11 @@ def evaluate_run(
         split=split,
         model_info={"arch": meta.arch, "input_size": meta.input_size, "run": str(run_dir),
                     "data": str(index.root), "body_parts": list(meta.body_parts or []),
-                    "skipped_images": len(cache.skipped)},
+                    "skipped_images": len(cache.skipped),
+                    "best_epoch": (meta.metrics or {}).get("best_epoch"), "monitor": cfg.get("monitor", "val_loss")},
         synthetic=bool(index.synthetic or meta.synthetic),
         history_csv=history if history.is_file() else None,
+        monitor=cfg.get("monitor", "val_loss"),
         n_boot=n_boot,
         seed=seed,
         # The MURA per-body-part table; generic data sets (no parts) leave it out.

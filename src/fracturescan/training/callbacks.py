@@ -5,11 +5,14 @@ from __future__ import annotations
 import csv
 import math
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from .monitor import is_improvement
 
 HISTORY_COLUMNS: tuple[str, ...] = (
     "epoch", "train_loss", "val_loss", "val_auc", "val_study_auc", "lr", "seconds", "train_images",
@@ -18,7 +21,8 @@ HISTORY_COLUMNS: tuple[str, ...] = (
 
 @dataclass
 class EarlyStopping:
-    """Stop after ``patience`` epochs without improvement of the monitored value."""
+    """Stop after ``patience`` consecutive epochs without improvement of the monitored value
+    (Keras's meaning; "improvement" as defined in :mod:`fracturescan.training.monitor`)."""
 
     patience: int
     mode: str = "min"  # "min" for losses, "max" for AUCs
@@ -27,10 +31,7 @@ class EarlyStopping:
 
     def improved(self, value: float) -> bool:
         """Record ``value``; True if it is the best so far."""
-        if math.isnan(value):
-            self.bad_epochs += 1
-            return False
-        better = math.isnan(self.best) or (value < self.best if self.mode == "min" else value > self.best)
+        better = is_improvement(value, self.best, self.mode)
         if better:
             self.best, self.bad_epochs = value, 0
         else:
@@ -39,8 +40,9 @@ class EarlyStopping:
 
     @property
     def should_stop(self) -> bool:
-        """True once patience is exhausted."""
-        return self.bad_epochs > self.patience
+        """True once ``patience`` epochs in a row brought no improvement (never before the first
+        epoch without one, so patience 0 stops at the first)."""
+        return self.bad_epochs > 0 and self.bad_epochs >= self.patience
 
     def state_dict(self) -> dict[str, Any]:
         """Serializable state (for --resume)."""
@@ -60,6 +62,15 @@ def write_history(path: Path, rows: list[dict[str, float]]) -> None:
         for row in rows:
             writer.writerow({k: row.get(k, "") for k in HISTORY_COLUMNS})
     os.replace(tmp, path)
+
+
+def write_skipped(path: Path, skipped: Iterable[tuple[Any, str]]) -> None:
+    """``path,reason`` rows for the images that could not be read (quoted as CSV, so any
+    character in a path survives)."""
+    with Path(path).open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "reason"])
+        writer.writerows([str(p), str(reason)] for p, reason in skipped)
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:

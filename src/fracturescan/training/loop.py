@@ -34,10 +34,11 @@ from ..evaluation.threshold import choose_threshold
 from ..explain.reference import calibrate, compute_reference, save_reference
 from ..inference import predict_pixels, resolve_device
 from ..models import build_model, load_checkpoint, save_checkpoint, update_metadata
-from .callbacks import EarlyStopping, atomic_torch_save, write_history
+from .callbacks import EarlyStopping, atomic_torch_save, write_history, write_skipped
 from .distributed import (DistContext, all_reduce_sum, barrier, batches, epoch_order, init_distributed, shard,
                           shutdown)
 from .losses import class_weights, weighted_bce
+from .monitor import best_epoch, monitor_mode, plateau_scheduler
 from .step import GPU_SYNC_EVERY, TrainStep, check_cuda_graph, keep_tensor_lr, make_optimizer, tensor_lrs
 
 log = logging.getLogger(__name__)
@@ -107,9 +108,7 @@ class _Data:
             barrier(ctx)
         skipped = self.train_cache.skipped + self.hold_cache.skipped
         if skipped and ctx.is_main:
-            (run_dir / "skipped_images.csv").write_text(
-                "path,reason\n" + "".join(f'"{p}","{r}"\n' for p, r in skipped)
-            )
+            write_skipped(run_dir / "skipped_images.csv", skipped)
         # The whole uint8 set fits in memory (MURA wrist at 224 px ≈ 0.5 GB): index batches directly.
         self.x_train = torch.from_numpy(np.array(self.train_cache.pixels)).to(device)
         self.y_train = torch.from_numpy(self.train_cache.labels).to(device)
@@ -235,9 +234,8 @@ def _train(cfg: TrainConfig, resume: bool, run_dir: Path, state_path: Path, devi
         model = torch.compile(model)  # compiled after DDP wrapping, as DDP's docs recommend
     opt = make_optimizer(model, cfg.lr, cfg.weight_decay, cfg.cuda_graph)
     step = TrainStep(model, opt, weights, device, cfg.amp, cuda_graph=cfg.cuda_graph)
-    mode = "min" if cfg.monitor == "val_loss" else "max"
-    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode=mode, factor=cfg.lr_factor,
-                                                       patience=cfg.lr_patience, min_lr=cfg.min_lr)
+    mode = monitor_mode(cfg.monitor)
+    sched = plateau_scheduler(opt, cfg.monitor, factor=cfg.lr_factor, patience=cfg.lr_patience, min_lr=cfg.min_lr)
     early = EarlyStopping(cfg.early_stopping_patience, mode)
     history: list[dict] = []
     start_epoch = 1
@@ -305,7 +303,7 @@ def _finalise(cfg, run_dir: Path, data: _Data, weights, device, history, early) 
     metrics = {
         "holdout_image": binary_metrics(data.y_hold, probs, choice.value),
         "holdout_study": binary_metrics(studies.y_true, studies.y_prob, choice.value),
-        "best_epoch": int(max(history, key=lambda r: -r[cfg.monitor] if cfg.monitor == "val_loss" else r[cfg.monitor])["epoch"]),
+        "best_epoch": best_epoch(history, cfg.monitor),
         "epochs_run": len(history),
     }
     update_metadata(run_dir / "best", threshold=choice.value,
