@@ -3,7 +3,8 @@
 Rajpurkar et al. (2017) report Cohen's kappa per body part (elbow, finger, forearm, hand,
 humerus, shoulder, wrist) and over all studies. :func:`body_part_table` gives that table with
 ROC AUC, sensitivity and specificity beside kappa, each with a percentile-bootstrap 95% interval
-that resamples the part's studies; the pooled row is exactly the report's study level.
+that resamples the part's patients (with all their studies; each study its own patient when no
+patient ids are given); the pooled row is exactly the report's study level.
 """
 
 from __future__ import annotations
@@ -48,10 +49,10 @@ def study_body_parts(study_ids: Sequence[Any], body_parts: Sequence[str]) -> lis
     return [str(p) for p in parts]
 
 
-def _row(name: str, y: np.ndarray, p: np.ndarray, n_images: int, threshold: float, n_boot: int,
-         seed: int, alpha: float) -> dict[str, Any]:
+def _row(name: str, y: np.ndarray, p: np.ndarray, patients: np.ndarray | None, n_images: int, threshold: float,
+         n_boot: int, seed: int, alpha: float) -> dict[str, Any]:
     metrics = binary_metrics(y, p, threshold)
-    ci = bootstrap_ci(y, p, threshold, None, n_boot=n_boot, seed=seed, alpha=alpha)
+    ci = bootstrap_ci(y, p, threshold, patients, n_boot=n_boot, seed=seed, alpha=alpha)
     row: dict[str, Any] = {"body_part": name, "studies": int(y.shape[0]), "abnormal_studies": int(y.sum()),
                            "images": int(n_images)}
     for key, _ in PART_METRICS:
@@ -62,14 +63,16 @@ def _row(name: str, y: np.ndarray, p: np.ndarray, n_images: int, threshold: floa
 
 def body_part_table(study_ids: Sequence[Any], body_parts: Sequence[str], y_true: ArrayLike,
                     y_prob: ArrayLike, threshold: float, *, n_boot: int = 1000, seed: int = 0,
-                    alpha: float = 0.05) -> dict[str, Any]:
+                    alpha: float = 0.05, patient_ids: Sequence[Any] | None = None) -> dict[str, Any]:
     """Study-level kappa, AUC, sensitivity and specificity per body part and pooled.
 
     Args:
         study_ids, body_parts, y_true, y_prob: one entry per image; a study's probability is the
             mean of its images' (MURA's rule), its label the images' shared label.
         threshold: decision threshold (``prob >= threshold`` is abnormal).
-        n_boot, seed, alpha: bootstrap resamples of each row's studies, seed, 1 - coverage.
+        n_boot, seed, alpha: bootstrap resamples of each row's patients, seed, 1 - coverage.
+        patient_ids: the patient of each image (the bootstrap's resampling unit); None treats
+            each study as its own patient.
 
     Returns:
         ``{"level": "study", "threshold", "rows": [...]}``: one row per body part (sorted by
@@ -78,12 +81,16 @@ def body_part_table(study_ids: Sequence[Any], body_parts: Sequence[str], y_true:
     """
     study = aggregate_studies(study_ids, y_true, y_prob)
     parts = np.asarray(study_body_parts(study_ids, body_parts), dtype=object)
+    patients = None
+    if patient_ids is not None:  # a study's patient: that of its first image (first appearance order)
+        _, first = np.unique(study.image_index, return_index=True)
+        patients = np.asarray([str(pid) for pid in patient_ids], dtype=object)[first]
     rows = []
     for name in sorted(set(parts)):
         mask = parts == name
-        rows.append(_row(name, study.y_true[mask], study.y_prob[mask], int(study.n_images[mask].sum()),
-                         threshold, n_boot, seed, alpha))
-    rows.append(_row(POOLED, study.y_true, study.y_prob, int(study.n_images.sum()), threshold, n_boot,
+        rows.append(_row(name, study.y_true[mask], study.y_prob[mask], None if patients is None else patients[mask],
+                         int(study.n_images[mask].sum()), threshold, n_boot, seed, alpha))
+    rows.append(_row(POOLED, study.y_true, study.y_prob, patients, int(study.n_images.sum()), threshold, n_boot,
                      seed, alpha))
     return {"level": "study", "threshold": float(threshold), "rows": rows}
 
@@ -109,4 +116,4 @@ def body_part_blocks(table: Mapping[str, Any]) -> list[Block]:
         rows.append(cells)
     return [("h2", "Per body part (study level, as in the MURA paper)"), ("table", header, rows),
             ("p", "Each row's studies are scored at the same threshold; a study's probability is the mean of "
-                  "its images'. Intervals resample the row's studies. The pooled row covers every study.")]
+                  "its images'. Intervals resample the row's patients. The pooled row covers every study.")]

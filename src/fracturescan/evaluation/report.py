@@ -322,8 +322,8 @@ def write_evaluation_report(
         "model_info": model_info,
     }
     if body_parts is not None:
-        metrics["per_body_part"] = body_part_table(study_ids, body_parts, y, p, threshold,
-                                                   n_boot=n_boot, seed=seed, alpha=ALPHA)
+        metrics["per_body_part"] = body_part_table(study_ids, body_parts, y, p, threshold, n_boot=n_boot,
+                                                   seed=seed, alpha=ALPHA, patient_ids=patient_ids)
     decision = (p >= threshold).astype(int)
     part_column = ["body_part"] if body_parts is not None else []
     image_parts = [[str(b)] for b in body_parts] if body_parts is not None else [[]] * len(y)
