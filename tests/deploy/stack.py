@@ -17,7 +17,7 @@ from typing import Iterator
 
 import pytest
 
-from ..servers import free_port, running
+from ..servers import free_port, running, wait_until_up
 
 REPO = Path(__file__).resolve().parents[2]
 SITE = REPO / "deploy" / "nginx" / "fracturescan.conf"
@@ -103,12 +103,14 @@ def start_stack(root: Path, models: Path, db_url: str, extra_env: dict[str, str]
                   cert=cert, db_url=db_url, root=root)
     env = {"OMP_NUM_THREADS": "1", **extra_env}
     with ExitStack() as servers:
-        servers.enter_context(running([*cli, "serve", *common, "--port", str(ports["api"])], root / "api.log",
-                                      env, ready_url=f"{stack.api}/v1/health"))
-        servers.enter_context(running([*cli, "app", *common, "--port", str(ports["app"])], root / "app.log",
-                                      env, ready_url=f"{stack.app}/_stcore/health"))
-        servers.enter_context(running([NGINX, "-c", str(root / "nginx.conf"), "-p", str(root), "-e",
-                                       str(root / "error.log")], root / "nginx.log",
-                                      ready_url=f"{stack.https}/_stcore/health", context=stack.ssl_context(),
-                                      timeout=30))
+        # Started together, then awaited: the three start-ups overlap.
+        api = servers.enter_context(running([*cli, "serve", *common, "--port", str(ports["api"])],
+                                            root / "api.log", env))
+        app = servers.enter_context(running([*cli, "app", *common, "--port", str(ports["app"])],
+                                            root / "app.log", env))
+        proxy = servers.enter_context(running([NGINX, "-c", str(root / "nginx.conf"), "-p", str(root), "-e",
+                                               str(root / "error.log")], root / "nginx.log"))
+        wait_until_up(f"{stack.api}/v1/health", api, root / "api.log")
+        wait_until_up(f"{stack.app}/_stcore/health", app, root / "app.log")
+        wait_until_up(f"{stack.https}/_stcore/health", proxy, root / "nginx.log", context=stack.ssl_context())
         yield stack
