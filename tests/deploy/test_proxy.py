@@ -191,6 +191,22 @@ def test_browser_login_and_analysis_through_the_proxy(stack, tmp_path: Path) -> 
     assert "/_stcore/stream" in log and "/_stcore/upload_file/" in log  # it all went through nginx
 
 
+def test_doctor_checks_the_running_deployment(stack) -> None:
+    from fracturescan.doctor import FAIL, OK, check_tls, run_checks
+
+    stack, _ = stack
+    binds = {"app": stack.app.removeprefix("http://"), "api": stack.api.removeprefix("http://")}
+    checks = {c.name: c for c in run_checks(stack.db_url, stack.root / "models", binds=binds,
+                                            url=stack.https + "/", ca_file=stack.cert, min_free_gb=0.001)}
+    assert {name: c.status for name, c in checks.items()} == {
+        "bind app": OK, "bind api": OK, "TLS in front": OK, "HSTS": OK, "certificate": "warn",  # 2-day test cert
+        "database": OK, "append-only triggers": OK, "model run_a": OK, "disk space": OK}
+    assert "max-age=31536000" in checks["HSTS"].detail
+    assert check_tls(stack.http + "/")[0].status == FAIL  # plain HTTP is not TLS in front
+    untrusted = check_tls(stack.https + "/")[0]  # the system's CAs do not know the test's certificate
+    assert untrusted.status == FAIL and "CERTIFICATE_VERIFY_FAILED" in untrusted.detail
+
+
 def _streamlit_inline_script_hashes() -> list[str]:
     import base64
     import hashlib

@@ -287,6 +287,7 @@ def explain(
 
 
 from . import server  # noqa: E402,F401  (registers `app`, `serve` and `api-key`)
+from . import doctor  # noqa: E402,F401  (registers `doctor`)
 
 
 def main(argv: list[str] | None = None) -> int:

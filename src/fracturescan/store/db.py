@@ -209,12 +209,19 @@ def _append_only_triggers(engine: Engine) -> None:
                                   "EXECUTE FUNCTION fracturescan_append_only()"))  # PostgreSQL >= 14
 
 
-def make_engine(url: str) -> Engine:
-    """Create the engine for ``url``, create missing tables, and protect the audit tables."""
+def connect(url: str) -> Engine:
+    """The engine for ``url`` with fracturescan's connection settings; changes nothing in the
+    database (for checks and backups of a database that must stay as it is)."""
     is_sqlite = url.startswith("sqlite")
     engine = create_engine(url, connect_args={"check_same_thread": False} if is_sqlite else {})
     if is_sqlite:
         event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def make_engine(url: str) -> Engine:
+    """Create the engine for ``url``, create missing tables, and protect the audit tables."""
+    engine = connect(url)
     Base.metadata.create_all(engine)
     _append_only_triggers(engine)
     log.info("app database ready (%s)", engine.url.render_as_string(hide_password=True))
