@@ -46,3 +46,17 @@ def postgres_server() -> Iterator[str]:
         subprocess.run(_as_owner([pg_ctl, "-D", str(data), "-m", "immediate", "stop"]), capture_output=True,
                        timeout=60)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def new_database(server_url: str) -> str:
+    """Create a new empty database on the server at ``server_url``; return its URL."""
+    import uuid
+
+    import sqlalchemy
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = sqlalchemy.create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sqlalchemy.text(f"CREATE DATABASE {name}"))
+    admin.dispose()
+    return server_url.replace("/postgres?", f"/{name}?")

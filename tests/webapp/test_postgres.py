@@ -3,7 +3,6 @@ append-only guard, UTC timestamps, and the REST API writing its audit rows there
 
 from __future__ import annotations
 
-import uuid
 from datetime import timedelta
 
 import pytest
@@ -16,7 +15,7 @@ from fracturescan.store.audit import ImageRecord, ModelRecord, audit_rows, recor
 from fracturescan.store.db import APPEND_ONLY_TABLES, AuditStudy, make_engine, utcnow
 
 from .conftest import ADMIN_PASSWORD, DOCTOR_PASSWORD, png_bytes
-from .pg_server import postgres_server
+from .pg_server import new_database, postgres_server
 
 MODEL = ModelRecord("run", "sha256:abc (today)", "a" * 64, True)
 
@@ -29,12 +28,7 @@ def server_url():
 @pytest.fixture
 def pg_url(server_url: str) -> str:
     """A new empty database on the module's server, for one test."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    admin = sqlalchemy.create_engine(server_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f"CREATE DATABASE {name}"))
-    admin.dispose()
-    return server_url.replace("/postgres?", f"/{name}?")
+    return new_database(server_url)
 
 
 @pytest.fixture

@@ -288,6 +288,7 @@ def explain(
 
 from . import server  # noqa: E402,F401  (registers `app`, `serve` and `api-key`)
 from . import doctor  # noqa: E402,F401  (registers `doctor`)
+from . import db  # noqa: E402,F401  (registers `db upgrade|current|backup|restore`)
 
 
 def main(argv: list[str] | None = None) -> int:

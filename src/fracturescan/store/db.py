@@ -220,9 +220,13 @@ def connect(url: str) -> Engine:
 
 
 def make_engine(url: str) -> Engine:
-    """Create the engine for ``url``, create missing tables, and protect the audit tables."""
+    """The engine for ``url``: an empty database gets the schema, one at the newest revision is
+    used as it is, an older one is refused until ``fracturescan db upgrade``
+    (:func:`.schema.ensure_current`); the audit tables' triggers are (re)created."""
+    from .schema import ensure_current
+
     engine = connect(url)
-    Base.metadata.create_all(engine)
+    ensure_current(engine)
     _append_only_triggers(engine)
     log.info("app database ready (%s)", engine.url.render_as_string(hide_password=True))
     return engine
