@@ -16,10 +16,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .data.generic import IMAGE_SUFFIXES
+from .data.inputs import CollectedInputs, collect_inputs
 from .data.images import DEFAULT_MAX_PIXELS, read_image, resize_square
 from .data.transforms import normalise
-from .errors import FracturescanError, ImageReadError
+from .errors import FracturescanError
 from .models.checkpoint import load_checkpoint, resolve_checkpoint_dir
 
 if TYPE_CHECKING:
@@ -85,30 +85,6 @@ class StudyPrediction:
     abnormal: bool | None
 
 
-def collect_inputs(paths: Iterable[Path | str]) -> list[tuple[str, Path]]:
-    """Expand files and folders into (study_id, image path) pairs.
-
-    A file given directly is its own study; inside a folder (searched recursively) images that
-    share a parent folder form one study, as in MURA's ``studyK_*`` folders. A path that is not a
-    folder is kept even if it cannot be opened (missing, a symlink loop): the reader then records
-    why, so one bad path never stops the rest of a batch.
-    """
-    pairs: list[tuple[str, Path]] = []
-    for raw in paths:
-        path = Path(raw).expanduser()
-        if path.is_dir():
-            found = sorted(p for p in path.rglob("*")
-                           if p.suffix.lower() in IMAGE_SUFFIXES and (p.is_file() or p.is_symlink()))
-            if not found:
-                log.warning("No PNG, JPEG or DICOM images found in folder %s", path)
-            pairs.extend((str(p.parent), p) for p in found)
-        else:
-            pairs.append((str(path), path))
-    if not pairs:
-        raise ImageReadError("No PNG, JPEG or DICOM images found in the given paths.")
-    return pairs
-
-
 class Predictor:
     """A loaded model plus its preprocessing and decision threshold."""
 
@@ -172,10 +148,11 @@ class Predictor:
         pixels = self.preprocess(read_image(source, max_pixels=max_pixels, name=name))
         return float(self.probabilities(pixels[None])[0])
 
-    def predict_paths(self, paths: Iterable[Path | str], batch_size: int = 32,
+    def predict_paths(self, paths: Iterable[Path | str] | CollectedInputs, batch_size: int = 32,
                       progress: bool = True) -> tuple[list[ImagePrediction], list[StudyPrediction]]:
-        """Predict every image under ``paths``; unreadable files are reported, not fatal."""
-        pairs = collect_inputs(paths)
+        """Predict every image under ``paths`` (or already :func:`collect_inputs`-grouped inputs);
+        unreadable files are reported, not fatal."""
+        pairs = list(paths if isinstance(paths, CollectedInputs) else collect_inputs(paths))
         images: list[ImagePrediction] = []
         for start in tqdm(range(0, len(pairs), batch_size), desc="predicting", unit="batch",
                           disable=not progress or len(pairs) <= batch_size):

@@ -53,7 +53,9 @@ def test_predict_study_folder_with_a_broken_file(small_checkpoint: Path, tmp_pat
         assert s["abnormal"] == (s["probability"] >= doc["threshold"])
     with (tmp_path / "out.csv").open() as handle:
         rows = list(csv.DictReader(handle))
-    assert len(rows) == 5 and sum(r["decision"] == "unreadable" for r in rows) == 1
+    image_rows = [r for r in rows if r["level"] == "image"]
+    assert len(image_rows) == 5 and sum(r["decision"] == "unreadable" for r in image_rows) == 1
+    assert {r["study"]: int(r["n_images"]) for r in rows if r["level"] == "study"} == {str(study): 3, str(single): 1}
 
 
 def test_user_errors_are_one_line(small_checkpoint: Path, tmp_path: Path, capsys) -> None:

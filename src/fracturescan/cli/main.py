@@ -187,22 +187,30 @@ def compare(
 @command()
 def predict(
     model: Path = typer.Argument(..., help="Run or checkpoint directory."),
-    paths: list[Path] = typer.Argument(..., help="Image files, study folders or a whole tree."),
-    csv_out: Optional[Path] = typer.Option(None, "--csv", help="Write per-image results as CSV."),
+    paths: list[Path] = typer.Argument(..., help="Image files, folders, a whole tree, or CSV lists of image paths "
+                                                 "(a 'path' column and optionally 'study_id', or paths in the first column)."),
+    csv_out: Optional[Path] = typer.Option(None, "--csv", help="Write image and study rows as CSV (column 'level')."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write image and study results as JSON."),
+    study_per_folder: bool = typer.Option(
+        False, "--study-per-folder",
+        help="Treat the images that share a folder as one study (default: a loose image is its own study; "
+             "DICOM files group by StudyInstanceUID and MURA studyN folders by folder either way)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda."),
     backend: str = typer.Option("auto", help="auto (ONNX Runtime when exported, on CPU), torch or onnx."),
 ) -> None:
     """Per-image and per-study probability of abnormality and decision."""
+    from ..data.inputs import collect_inputs
     from ..inference import Predictor
 
+    inputs = collect_inputs(paths, study_per_folder=study_per_folder)  # before loading the model
     predictor = Predictor.from_checkpoint(model, device=device, backend=backend)
-    images, studies = predictor.predict_paths(paths)
+    images, studies = predictor.predict_paths(inputs)
+    typer.echo(f"Grouping: {inputs.describe()}")
     output.echo_predictions(predictor, images, studies)
     if csv_out:
-        output.write_predictions_csv(csv_out, images)
+        output.write_predictions_csv(csv_out, images, studies, inputs.rules)
     if json_out:
-        output.write_predictions_json(json_out, predictor, images, studies)
+        output.write_predictions_json(json_out, predictor, images, studies, inputs.rules)
     if all(i.error for i in images):
         raise FracturescanError(f"None of the {len(images)} given images could be read; first: {images[0].error}")
 

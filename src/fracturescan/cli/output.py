@@ -95,23 +95,36 @@ def _decision(abnormal: bool | None) -> str:
     return "unreadable" if abnormal is None else ("abnormal" if abnormal else "normal")
 
 
-def write_predictions_csv(path: Path, images: list) -> None:
-    """Per-image results as CSV."""
-    with Path(path).open("w", newline="") as handle:
+#: Columns of ``predict --csv``: one row per image (level "image"), then one per study (level
+#: "study", probability = mean of its readable images, ``n_images`` = how many were readable).
+PREDICTION_COLUMNS = ("level", "study", "path", "n_images", "probability", "decision", "grouped_by", "error")
+
+
+def write_predictions_csv(path: Path, images: list, studies: list, rules: dict[str, str]) -> None:
+    """Image rows then study rows in one CSV, told apart by the ``level`` column."""
+    with Path(path).open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["path", "study", "probability", "decision", "error"])
+        writer.writerow(PREDICTION_COLUMNS)
         for i in images:
-            writer.writerow([i.path, i.study_id, "" if i.probability is None else f"{i.probability:.6f}",
-                             _decision(i.abnormal), i.error or ""])
+            writer.writerow(["image", i.study_id, i.path, "", _prob(i.probability), _decision(i.abnormal),
+                             rules.get(i.study_id, ""), i.error or ""])
+        for s in studies:
+            writer.writerow(["study", s.study_id, "", s.n_images, _prob(s.probability), _decision(s.abnormal),
+                             rules.get(s.study_id, ""), ""])
 
 
-def write_predictions_json(path: Path, predictor: Any, images: list, studies: list) -> None:
-    """Image and study results plus the model's threshold and synthetic flag as JSON."""
+def _prob(probability: float | None) -> str:
+    return "" if probability is None else f"{probability:.6f}"
+
+
+def write_predictions_json(path: Path, predictor: Any, images: list, studies: list, rules: dict[str, str]) -> None:
+    """Image and study results (each study with the rule that grouped it) plus the model's
+    threshold and synthetic flag as JSON."""
     doc = {
         "threshold": predictor.threshold,
         "synthetic_model": bool(predictor.metadata.synthetic),
         "notice": NOT_A_DIAGNOSIS,
         "images": [asdict(i) for i in images],
-        "studies": [asdict(s) for s in studies],
+        "studies": [{**asdict(s), "grouped_by": rules.get(s.study_id)} for s in studies],
     }
     Path(path).write_text(json.dumps(doc, indent=1))
