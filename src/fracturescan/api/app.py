@@ -30,7 +30,7 @@ from fracturescan.store.audit import log_event, record_feedback
 from fracturescan.store.users import AuthenticationError, UserInfo, open_store
 from fracturescan.webapp.config import AppConfig
 
-from . import schemas
+from . import metrics, schemas
 
 log = logging.getLogger(__name__)
 
@@ -250,6 +250,7 @@ def create_app(config: AppConfig, preload: bool = False) -> FastAPI:
                                           "smaller files."}, status_code=413)
         return await call_next(request)
 
+    metrics.install(app, engine, lambda: models.active(engine), current_user)  # GET /metrics, admins' keys
     _install_error_handlers(app)
     return app
 
