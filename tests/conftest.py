@@ -14,8 +14,6 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 # The suite never downloads: the ImageNet download tests lift this and serve files on 127.0.0.1.
 os.environ["FRACTURESCAN_OFFLINE"] = "1"
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-
 
 def write_png(path: Path, value: int = 128, size: tuple[int, int] = (40, 32)) -> Path:
     """A small grayscale PNG with a gradient (so resizing is not trivial)."""

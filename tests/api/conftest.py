@@ -13,7 +13,7 @@ pytest.importorskip("multipart")
 pytest.importorskip("sqlalchemy")
 pytest.importorskip("argon2")
 
-from tests.webapp.conftest import DICOM_DIR, make_checkpoint, png_bytes  # noqa: E402,F401
+from tests.webapp.conftest import make_checkpoint, png_bytes  # noqa: E402,F401
 
 ADMIN_PASSWORD = "admin-password-123"
 DOCTOR_PASSWORD = "doctor-password-123"

@@ -16,7 +16,8 @@ from fracturescan.store import settings, users
 from fracturescan.store.apikeys import create_key
 from fracturescan.store.db import AuditImage, AuditStudy, Event, Feedback
 
-from .conftest import DICOM_DIR, png_bytes
+from ..real_samples import tibia
+from .conftest import png_bytes
 
 
 def auth(key: str) -> dict[str, str]:
@@ -151,10 +152,9 @@ def test_oversized_files_are_refused_per_file_and_by_declared_length(make_client
     assert response.status_code == 413 and "more than the" in response.json()["error"]
 
 
-@pytest.mark.skipif(not (DICOM_DIR / "cr_tibia_monochrome1_j2k_lossless.dcm").is_file(), reason="no DICOM sample")
 def test_dicom_is_scored_and_identifying_tags_never_leave(client, doctor_key: str) -> None:
     pydicom = pytest.importorskip("pydicom")
-    path = DICOM_DIR / "cr_tibia_monochrome1_j2k_lossless.dcm"
+    path = tibia()
     ds = pydicom.dcmread(path, stop_before_pixels=True)
     identifying = [str(ds.get(k)) for k in ("PatientName", "PatientID", "InstitutionName") if ds.get(k)]
     assert identifying

@@ -1,5 +1,5 @@
-"""The CLI on a MURA-layout tree of real-sized, mixed-format radiographs (from the shared DICOM
-samples): it must read, train, evaluate and predict without crashing."""
+"""The CLI on a MURA-layout tree of real-sized, mixed-format radiographs (cut from the real hand
+CR in tests/samples/): it must read, train, evaluate and predict without crashing."""
 
 from __future__ import annotations
 
@@ -13,16 +13,13 @@ from PIL import Image
 from fracturescan.cli.main import main
 from fracturescan.data.images import read_image
 
-from ..conftest import SHARED, make_mura_fixture
-
-SAMPLE = SHARED / "samples" / "dicom" / "cr_hand_pa_j2k_lossless.dcm"
+from ..conftest import make_mura_fixture
+from ..real_samples import hand
 
 
 @pytest.fixture(scope="module")
 def real_sized_mura(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if not SAMPLE.is_file():
-        pytest.skip("shared DICOM samples not available")
-    hand = read_image(SAMPLE)  # 2500 x 2048 float in [0, 1]
+    radiograph = read_image(hand())  # 2500 x 2048 float in [0, 1]
     spec = {
         "train": [("XR_WRIST", f"patient{p:05d}", 1, p % 2, 2) for p in range(1, 9)],
         "valid": [("XR_WRIST", f"patient{p:05d}", 1, p % 2, 1) for p in range(20, 24)],
@@ -32,7 +29,7 @@ def real_sized_mura(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for k, png in enumerate(sorted(root.rglob("image*.png"))):
         # crop / rescale the real radiograph differently for each file, in several PNG flavours
         h0, w0 = rng.integers(0, 400, 2)
-        crop = hand[h0 : h0 + 1800 + 40 * k, w0 : w0 + 1400 + 30 * k]
+        crop = radiograph[h0 : h0 + 1800 + 40 * k, w0 : w0 + 1400 + 30 * k]
         if k % 3 == 0:  # 16-bit grayscale
             Image.fromarray((crop * 65535).astype(np.uint16)).save(png)
         elif k % 3 == 1:  # 8-bit RGB (as some MURA files are)

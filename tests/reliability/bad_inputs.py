@@ -22,8 +22,8 @@ from PIL import Image
 
 from fracturescan.errors import FracturescanError, ImageReadError, UnsupportedImageError
 
-#: Real DICOM samples shared by the project (absent on some machines: entries then skip).
-SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "samples" / "dicom"
+from ..real_samples import JPEG_LOSSLESS, pydicom_data_path
+
 LUMA = np.array([0.299, 0.587, 0.114])
 CR_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.1"
 RT_PLAN_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.481.5"
@@ -330,11 +330,13 @@ def _no_preamble() -> bytes:
     return buf.getvalue()
 
 
-def _hip_sample(folder: Path) -> Path:
-    return SAMPLES / "cr_hip_jpeg_lossless.dcm"
+def _jpeg_lossless_sample(folder: Path) -> Path:
+    path = pydicom_data_path(JPEG_LOSSLESS)
+    assert path is not None, "missing_requirement skips this entry when pydicom-data is absent"
+    return path
 
 
-def _hip_expectation() -> Reads | Fails:
+def _jpeg_lossless_expectation() -> Reads | Fails:
     """Unsupported unless a JPEG Lossless decoder plugin is installed here."""
     try:
         from pydicom.pixels import get_decoder
@@ -470,7 +472,8 @@ CATALOGUE: tuple[BadInput, ...] = (
              Fails(ImageReadError, "no pixel data"), needs="pydicom"),
     BadInput("dicom_rt_plan", _write("plan.dcm", _dcm(_rt_plan)),
              Fails(ImageReadError, "RT Plan"), needs="pydicom"),
-    BadInput("dicom_jpeg_lossless_hip", _hip_sample, _hip_expectation(), needs="sample"),
+    BadInput("dicom_jpeg_lossless_real", _jpeg_lossless_sample, _jpeg_lossless_expectation(),
+             needs="sample"),
     BadInput("dicom_unknown_syntax", _write("unknown_ts.dcm", _unknown_syntax),
              Fails(UnsupportedImageError, "not a DICOM transfer syntax"), needs="pydicom"),
     BadInput("dicom_size_mismatch", _write("mismatch.dcm", _dcm(_size_mismatch)),
@@ -521,8 +524,8 @@ def missing_requirement(entry: BadInput) -> str | None:
             import pydicom  # noqa: F401
         except ImportError:
             return "pydicom is not installed"
-    if entry.needs == "sample" and not (SAMPLES / "cr_hip_jpeg_lossless.dcm").is_file():
-        return f"sample DICOM folder {SAMPLES} not available"
+    if entry.needs == "sample" and pydicom_data_path(JPEG_LOSSLESS) is None:
+        return f"real sample {JPEG_LOSSLESS} needs the pydicom-data package (pip install -e '.[dev]')"
     if entry.needs == "non-root" and hasattr(os, "geteuid") and os.geteuid() == 0:
         return "running as root: file permissions do not stop root, so the test is meaningless"
     return None

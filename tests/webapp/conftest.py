@@ -15,7 +15,6 @@ pytest.importorskip("argon2")
 
 ADMIN_PASSWORD = "admin-password-123"
 DOCTOR_PASSWORD = "doctor-password-123"
-DICOM_DIR = Path(__file__).resolve().parents[3] / "shared" / "samples" / "dicom"
 
 
 def make_checkpoint(directory: Path, *, synthetic: bool = True, threshold: float = 0.5) -> Path:

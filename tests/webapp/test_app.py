@@ -11,7 +11,8 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from .conftest import ADMIN_PASSWORD, DICOM_DIR, DOCTOR_PASSWORD, png_bytes
+from ..real_samples import hand
+from .conftest import ADMIN_PASSWORD, DOCTOR_PASSWORD, png_bytes
 
 from streamlit.testing.v1 import AppTest  # noqa: E402  (after the importorskips in conftest)
 
@@ -230,12 +231,11 @@ def test_admin_threshold_and_pixel_storage_apply_to_analyses(engine) -> None:
     assert images[0].pixels_png is not None and images[0].pixels_png.startswith(b"\x89PNG")
 
 
-@pytest.mark.skipif(not (DICOM_DIR / "cr_hand_pa_j2k_lossless.dcm").is_file(), reason="no DICOM sample")
 def test_dicom_upload_keeps_identifying_tags_out_of_the_database(engine, app_env) -> None:
     import pydicom
 
-    data = (DICOM_DIR / "cr_hand_pa_j2k_lossless.dcm").read_bytes()
-    ds = pydicom.dcmread(DICOM_DIR / "cr_hand_pa_j2k_lossless.dcm", stop_before_pixels=True)
+    data = hand().read_bytes()
+    ds = pydicom.dcmread(hand(), stop_before_pixels=True)
     identifying = [str(ds.get(k)) for k in ("PatientName", "PatientID", "AccessionNumber",
                                             "InstitutionName") if ds.get(k)]
     at = login(new_app(), "drsmith", DOCTOR_PASSWORD)

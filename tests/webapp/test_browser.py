@@ -20,16 +20,17 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from .conftest import ADMIN_PASSWORD, DICOM_DIR, DOCTOR_PASSWORD, png_bytes
+from ..real_samples import HAND
+from .conftest import ADMIN_PASSWORD, DOCTOR_PASSWORD, png_bytes
 
 CHROMIUM = Path("/usr/bin/chromium")
-DICOM = DICOM_DIR / "cr_hand_pa_j2k_lossless.dcm"
+DICOM = HAND
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 pytestmark = [
     pytest.mark.skipif(not CHROMIUM.is_file(), reason="needs Debian's chromium (apt-get install chromium)"),
-    pytest.mark.skipif(not DICOM.is_file(), reason="needs shared/samples/dicom"),
+    pytest.mark.skipif(not DICOM.is_file(), reason=f"real sample {HAND} missing from the checkout"),
 ]
 
 
