@@ -17,6 +17,7 @@ from fracturescan.store.apikeys import create_key
 from fracturescan.store.db import AuditImage, AuditStudy, Event, Feedback
 
 from ..real_samples import tibia
+from ..tolerances import assert_within, predictor_probability_bound, sum_bound
 from .conftest import png_bytes
 
 
@@ -73,9 +74,11 @@ def test_predict_matches_the_predictor_and_is_audited(client, engine, doctor_key
     assert response.status_code == 200, response.text
     body = response.json()
     got = [image["probability"] for image in body["images"]]
-    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    # One request of two images against one image at a time: other kernels, other rounding.
+    bound = predictor_probability_bound(predictor, [png_bytes(s) for s in (1, 2)])
+    assert_within(got, expected, bound, "API vs Predictor")
     assert [image["abnormal"] for image in body["images"]] == [p >= threshold for p in got]
-    assert body["study"]["probability"] == pytest.approx(np.mean(got))
+    assert_within(body["study"]["probability"], np.mean(got), sum_bound(sum(got) / 2, n=2, extra_ops=1))
     assert body["study"]["n_images"] == 2 and body["threshold"] == pytest.approx(threshold)
     assert body["synthetic"] is True and "SYNTHETIC" in " ".join(body["warnings"])
     assert "not a diagnostic device" in body["disclaimer"].lower()

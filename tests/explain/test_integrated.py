@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from fracturescan.data.transforms import normalise
 from fracturescan.errors import CheckpointError, FracturescanError
 from fracturescan.explain import explain_image, select_cam_layer
 from fracturescan.explain.integrated import integrated_gradients
@@ -16,6 +17,9 @@ from fracturescan.explain.reference import (REFERENCE_FILE, compute_reference, l
 from fracturescan.inference import Predictor
 from fracturescan.models.checkpoint import read_metadata, save_checkpoint
 from fracturescan.models.registry import FractureNet
+
+from ..tolerances import (assert_within, forward_bound, logit_magnitude, network_shape, probability_bound,
+                          sum_bound)
 
 
 @pytest.fixture(autouse=True)
@@ -44,17 +48,17 @@ def _with_layer_output(model: nn.Module, layer: nn.Module, x: torch.Tensor, valu
 
 def test_attributions_sum_to_the_logit_difference_and_match_a_fine_riemann_sum() -> None:
     model = _model()
-    from fracturescan.data.transforms import normalise
-
     name, layer = select_cam_layer(model, 64)
     ref = compute_reference(model, _pixels(6, 64, 1), input_size=64, mean=(0.485, 0.456, 0.406),
                             std=(0.229, 0.224, 0.225)).activation
     x = normalise(_pixels(1, 64, 9))
     attr, logit, ref_logit = integrated_gradients(model, layer, x, ref, steps=64)
     assert attr.shape == ref.shape[1:]
+    layers, fan_in = network_shape(model)
+    bound = float(forward_bound(logit_magnitude(model, x), layers, fan_in)[0])
     with torch.no_grad():
-        assert logit == pytest.approx(float(model(x)[0]), abs=1e-5)
-    assert ref_logit == pytest.approx(float(_with_layer_output(model, layer, x, ref[None])[0]), abs=1e-5)
+        assert abs(logit - float(model(x)[0])) <= bound
+    assert abs(ref_logit - float(_with_layer_output(model, layer, x, ref[None])[0])) <= bound
     assert abs(logit - ref_logit) > 1e-3  # not a trivial zero difference
     # Completeness: the cells share out exactly logit - reference logit (up to quadrature error).
     assert float(attr.sum()) == pytest.approx(logit - ref_logit, rel=0.02, abs=1e-4)
@@ -80,18 +84,21 @@ def test_attributions_sum_to_the_logit_difference_and_match_a_fine_riemann_sum()
 def test_reference_is_the_mean_activation_of_the_given_images() -> None:
     model = _model()
     pixels = _pixels(5, 64, 2)
-    from fracturescan.data.transforms import normalise
-
     ref = compute_reference(model, pixels, input_size=64, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
-                            batch_size=2)  # several batches
+                            batch_size=2)  # several batches, the last one partial
     name, layer = select_cam_layer(model, 64)
     store = []
     handle = layer.register_forward_hook(lambda _m, _i, out: store.append(out.detach()))
     with torch.no_grad():
-        for i in range(5):
-            model(normalise(pixels[i:i + 1]))
+        # The same batch shapes as above: a forward pass of 1 image and one of 2 may take other
+        # kernels with other rounding, which is not what this test is about.
+        for start in range(0, 5, 2):
+            model(normalise(pixels[start:start + 2]))
     handle.remove()
-    torch.testing.assert_close(ref.activation, torch.cat(store).mean(0), rtol=1e-5, atol=1e-6)
+    activations = torch.cat(store)
+    # Two float32 means of the same 5 terms, summed in different orders, then divided by 5.
+    bound = sum_bound(activations.abs().sum(0) / 5, n=5, extra_ops=1)
+    assert_within(ref.activation, activations.mean(0), bound, "reference activation")
     assert (ref.layer, ref.input_size, ref.n_images) == (name, 64, 5)
 
 
@@ -116,7 +123,8 @@ def test_reference_round_trip_tamper_and_method_choice(tmp_path) -> None:
     auto = explain_image(predictor, image)
     assert auto.method == "reference-ig" and auto.reference_logit is not None
     expected = float(predictor.probabilities(predictor.preprocess(image)[None])[0])
-    assert auto.probability == pytest.approx(expected, abs=1e-5)
+    x = normalise(torch.from_numpy(predictor.preprocess(image)[None]))
+    assert abs(auto.probability - expected) <= float(probability_bound(predictor.model, x)[0])
     assert explain_image(predictor, image, method="grad-cam").method == "grad-cam"
     # A heatmap of a different size keeps Grad-CAM (the reference belongs to one grid).
     predictor.reference = type(ref)(ref.layer, 96, ref.activation, ref.n_images)
@@ -142,7 +150,6 @@ def test_mismatched_reference_shape_is_a_clear_error() -> None:
 def test_colour_scale_is_the_median_abnormal_peak_and_keeps_weak_maps_faint(tmp_path) -> None:
     from dataclasses import replace
 
-    from fracturescan.data.transforms import normalise
     from fracturescan.explain.gradcam import upsample
     from fracturescan.explain.reference import calibrate
 
@@ -154,7 +161,7 @@ def test_colour_scale_is_the_median_abnormal_peak_and_keeps_weak_maps_faint(tmp_
     _, layer = select_cam_layer(model, 64)
     peaks = [float(integrated_gradients(model, layer, normalise(abnormal[i:i + 1]), ref.activation)[0]
                    .clamp_min(0).max()) for i in range(5)]
-    assert calibrated.abnormal_peak == pytest.approx(float(np.median(peaks)), rel=1e-6)
+    assert calibrated.abnormal_peak == float(np.median(peaks))  # the same computation, image by image
     ckpt = save_checkpoint(tmp_path / "best", model, {"input_size": 64, "threshold": 0.5})
     save_reference(ckpt, calibrated)
     assert load_reference(ckpt).abnormal_peak == pytest.approx(calibrated.abnormal_peak)

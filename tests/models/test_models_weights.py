@@ -8,12 +8,15 @@ from urllib.parse import urlparse
 
 import pytest
 import torch
+import torch.nn.functional as F
 import torchvision.models as tv_models
 from safetensors.torch import save_file
 
 from fracturescan.errors import CheckpointError, WeightsNotFoundError
 from fracturescan.models import build_model, imagenet_weights_path, remap_legacy_densenet_keys
 from fracturescan.models.checkpoint import save_checkpoint
+
+from ..tolerances import assert_within, sum_bound
 
 torch.set_num_threads(1)
 
@@ -118,10 +121,27 @@ def test_imagenet_generic_arch_and_grey_input_adaptation(torch_home: Path) -> No
     two = build_model("resnet18", weights="imagenet", in_channels=2).eval()
     assert _assert_backbone_equals(rgb, state) == len(rgb.features.state_dict())
     image = torch.randn(2, 1, 48, 48)
+    # Only the input convolution differs; every other tensor is loaded unchanged.
+    conv_key = next(k for k, v in rgb.features.state_dict().items() if v.dim() == 4)
+    for model in (grey, two):
+        theirs = model.features.state_dict()
+        for key, value in rgb.features.state_dict().items():
+            if key != conv_key:
+                torch.testing.assert_close(theirs[key], value, rtol=0, atol=0)
+    conv = rgb.features.get_submodule(conv_key.removesuffix(".weight"))
     with torch.no_grad():
-        expected = rgb.features(image.expand(-1, 3, -1, -1))
-        torch.testing.assert_close(grey.features(image), expected, rtol=1e-4, atol=1e-5)
-        torch.testing.assert_close(two.features(image.expand(-1, 2, -1, -1)), expected, rtol=1e-4, atol=1e-5)
+        expected = conv(image.expand(-1, 3, -1, -1))
+        # A grey pixel seen as (x, x, x) by the RGB kernel w gives sum_c w_c x: the same sum as the
+        # summed kernel on x, regrouped. Bound: each side is within gamma(3 k^2 + 3) of the exact
+        # sum of |w||x| (3 k^2 products, plus the 2 additions and 1 division building the kernel).
+        magnitude = F.conv2d(image.abs().expand(-1, 3, -1, -1), conv.weight.abs(), stride=conv.stride,
+                             padding=conv.padding)
+        bound = sum_bound(magnitude, n=3 * conv.weight[0, 0].numel(), extra_ops=4)
+        for model, channels in ((grey, 1), (two, 2)):
+            adapted = model.features.get_submodule(conv_key.removesuffix(".weight"))
+            assert_within(adapted(image.expand(-1, channels, -1, -1)), expected, bound, f"{channels}-channel conv")
+            assert model.features(image.expand(-1, channels, -1, -1)).shape == rgb.features(
+                image.expand(-1, 3, -1, -1)).shape
 
 
 def test_path_backbone_safetensors_and_pth(tmp_path: Path) -> None:

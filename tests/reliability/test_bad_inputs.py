@@ -23,6 +23,8 @@ from fracturescan.models.checkpoint import save_checkpoint
 
 from .bad_inputs import CATALOGUE, BadInput, Fails, Reads, bomb_png, missing_requirement
 
+from ..tolerances import assert_within, predictor_probability_bound
+
 BY_NAME = {entry.name: entry for entry in CATALOGUE}
 
 
@@ -140,7 +142,9 @@ def test_batch_probability_matches_single_image_prediction(checkpoint: Path, tmp
     bad = _build(BY_NAME["png_cut_half"], tmp_path / "bad")
     predictor = Predictor.from_checkpoint(checkpoint, device="cpu", backend="torch")
     images, _ = predictor.predict_paths([bad, good, bad], batch_size=2, progress=False)
-    assert images[1].probability == pytest.approx(predictor.predict_image(good), abs=1e-6)
+    # A batch against a single image: other kernels, other rounding.
+    assert_within(images[1].probability, predictor.predict_image(good),
+                  predictor_probability_bound(predictor, [good])[0], "batch vs single image")
 
 
 def test_batch_survives_a_path_that_cannot_be_opened(checkpoint: Path, tmp_path: Path) -> None:

@@ -20,6 +20,8 @@ from fracturescan.evaluation.threshold import choose_threshold
 from fracturescan.inference import Predictor
 from fracturescan.models import read_metadata
 
+from ..tolerances import assert_within, predictor_probability_bound
+
 pytestmark = pytest.mark.slow
 
 
@@ -102,8 +104,10 @@ def test_predictor_matches_evaluation_path(phantom_run, tmp_path) -> None:
     with (report / "predictions.csv").open() as handle:
         rows = list(csv.DictReader(handle))[:24]
     predictor = Predictor.from_checkpoint(phantom_run.run, device="cpu")
-    for row in rows:
-        assert predictor.predict_image(row["path"]) == pytest.approx(float(row["prob"]), abs=1e-5)
+    # Evaluation predicts cached pixels in batches, the Predictor one file at a time.
+    bound = predictor_probability_bound(predictor, [row["path"] for row in rows])
+    assert_within([predictor.predict_image(row["path"]) for row in rows], [float(row["prob"]) for row in rows],
+                  bound, "Predictor vs evaluation")
     study = aggregate_studies([r["study_id"] for r in rows], [int(r["label"]) for r in rows],
                               [float(r["prob"]) for r in rows])
     assert len(study.study_ids) >= 5
