@@ -12,10 +12,9 @@ import pytest
 pytest.importorskip("highdicom")
 pytest.importorskip("pydicom")
 
-from tests.webapp.conftest import DICOM_DIR, make_checkpoint  # noqa: E402
+from tests.real_samples import hand, tibia  # noqa: E402
+from tests.webapp.conftest import make_checkpoint  # noqa: E402
 
-#: The two real CR samples that decode fastest (JPEG Lossless hip, JPEG 2000 tibia).
-SAMPLES = ("cr_hip_jpeg_lossless.dcm", "cr_tibia_monochrome1_j2k_lossless.dcm")
 STUDY_UID = "1.2.826.0.1.3680043.8.498.1001"
 
 
@@ -33,8 +32,6 @@ def relabel_as_wrist(source: Path, target: Path, study_uid: str = STUDY_UID, pat
     """A copy of a real CR file relabelled as one wrist study with our own patient tags."""
     import pydicom
 
-    if not source.is_file():
-        pytest.skip(f"sample {source} missing (see /work/shared/samples/README.md)")
     ds = pydicom.dcmread(source)
     ds.BodyPartExamined = "WRIST"
     ds.StudyInstanceUID = study_uid
@@ -59,7 +56,8 @@ def pacs_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def wrist_study(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    """Two real CR images relabelled as the two views of one wrist study."""
+    """Two real CR images (tests/real_samples.py: the hand and the tibia, both JPEG 2000 lossless)
+    relabelled as the two views of one wrist study."""
     folder = tmp_path_factory.mktemp("wrist_study")
-    return [relabel_as_wrist(DICOM_DIR / name, folder / f"view{n}.dcm", instance=n)
-            for n, name in enumerate(SAMPLES, 1)]
+    return [relabel_as_wrist(source, folder / f"view{n}.dcm", instance=n)
+            for n, source in enumerate((hand(), tibia()), 1)]
