@@ -27,6 +27,18 @@ def dciodvfy_errors(path: Path) -> list[str]:
     return [line for line in (run.stdout + run.stderr).splitlines() if line.startswith("Error")]
 
 
+def walk_content(items):
+    """Every content item of an SR content tree, depth first."""
+    for item in items:
+        yield item
+        yield from walk_content(item.get("ContentSequence", []))
+
+
+def sr_texts(sr) -> str:
+    """All TEXT values of an SR, joined."""
+    return " | ".join(str(i.TextValue) for i in walk_content(sr.ContentSequence) if i.ValueType == "TEXT")
+
+
 def relabel_as_wrist(source: Path, target: Path, study_uid: str = STUDY_UID, patient: str = "TEST^WRIST",
                      instance: int = 1) -> Path:
     """A copy of a real CR file relabelled as one wrist study with our own patient tags."""

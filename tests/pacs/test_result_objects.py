@@ -11,6 +11,8 @@ import pytest
 
 pytest.importorskip("highdicom")
 
+from tests.pacs.conftest import walk_content  # noqa: E402
+
 
 @pytest.fixture(scope="module")
 def outcome(pacs_checkpoint: Path, wrist_study: list[Path], tmp_path_factory: pytest.TempPathFactory):
@@ -30,12 +32,6 @@ def outcome(pacs_checkpoint: Path, wrist_study: list[Path], tmp_path_factory: py
     no_pixels.save_as(buffer, enforce_file_format=True)
     files = [(f"{p.stem}.dcm", p.read_bytes()) for p in wrist_study] + [("third.dcm", buffer.getvalue())]
     return analyse_study(predictor, choice, 0.5, files), predictor
-
-
-def _walk(items):
-    for item in items:
-        yield item
-        yield from _walk(item.get("ContentSequence", []))
 
 
 def test_sr_and_sc_are_valid_and_read_back(outcome, wrist_study: list[Path], tmp_path: Path) -> None:
@@ -60,7 +56,7 @@ def test_sr_and_sc_are_valid_and_read_back(outcome, wrist_study: list[Path], tmp
     assert sr.StudyInstanceUID == sources[0].StudyInstanceUID
     assert sr.SeriesInstanceUID not in {s.SeriesInstanceUID for s in sources}
     assert sr.PatientID == sources[0].PatientID
-    items = list(_walk(sr.ContentSequence))
+    items = list(walk_content(sr.ContentSequence))
     numbers = [(i.ConceptNameCodeSequence[0].CodeValue, float(i.MeasuredValueSequence[0].NumericValue))
                for i in items if i.ValueType == "NUM"]
     probs = [image.probability for image in study.analysis.readable]
@@ -112,7 +108,7 @@ def test_sr_without_any_analysed_image_says_so(outcome, tmp_path: Path) -> None:
                           [Refusal(source, "modality CT is not a radiograph")])
     path = write_datasets([build_sr(refused)], tmp_path)[0]
     assert dciodvfy_errors(path) == []
-    items = list(_walk(pydicom.dcmread(path).ContentSequence))
+    items = list(walk_content(pydicom.dcmread(path).ContentSequence))
     texts = [i.TextValue for i in items if i.ValueType == "TEXT"]
     assert any(t.startswith("Not analysed: none") for t in texts)
     assert "Not analysed: modality CT is not a radiograph" in texts

@@ -20,7 +20,7 @@ from .core import app, command
 
 #: Long-running commands report progress at INFO; the others stay quiet unless something is wrong,
 #: so a user error prints exactly one line.
-_CHATTY = frozenset({"train", "evaluate", "synth", "export", "app", "serve"})
+_CHATTY = frozenset({"train", "evaluate", "synth", "export", "app", "serve", "dicom-node"})
 
 
 @app.callback()
@@ -297,6 +297,7 @@ def explain(
 from . import server  # noqa: E402,F401  (registers `app`, `serve` and `api-key`)
 from . import doctor  # noqa: E402,F401  (registers `doctor`)
 from . import db  # noqa: E402,F401  (registers `db upgrade|current|backup|restore`)
+from . import pacs  # noqa: E402,F401  (registers `dicom-node` and `pacs`)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,14 +12,15 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from pydicom.dataset import Dataset
 
 
-def result_datasets(result: StudyResult) -> list[Dataset]:
-    """The SR first, then the Secondary Captures, each series new in the source study."""
+def result_datasets(result: StudyResult, previous_sr: Dataset | None = None) -> list[Dataset]:
+    """The SR first, then the Secondary Captures, each series new in the source study.
+    ``previous_sr``: the SR this result supersedes (named as its predecessor document)."""
     import highdicom as hd
 
     from fracturescan.pacs.sc import build_sc
     from fracturescan.pacs.sr import build_sr
 
-    objects = [build_sr(result)]
+    objects = [build_sr(result, previous=previous_sr)]
     sc_series = hd.UID()
     pictured = [image for image in result.images if image.overlay is not None]
     objects += [build_sc(result, image, series_uid=sc_series, instance_number=n)

@@ -86,9 +86,10 @@ def _group(identifier: str, c: dict[str, Any], result: StudyResult, sources: lis
 
 
 def build_sr(result: StudyResult, *, series_uid: str | None = None, sop_uid: str | None = None,
-             instance_number: int = 1) -> Dataset:
+             instance_number: int = 1, previous: Dataset | None = None) -> Dataset:
     """The TID 1500 SR of ``result`` (a ``highdicom.sr.Comprehensive3DSR``), in a new series of
-    the source study unless ``series_uid`` is given."""
+    the source study unless ``series_uid`` is given. ``previous``: an earlier SR of the same
+    study that this one supersedes (listed in its Predecessor Documents Sequence)."""
     import highdicom as hd
 
     if not result.sources:
@@ -118,6 +119,7 @@ def build_sr(result: StudyResult, *, series_uid: str | None = None, sop_uid: str
         evidence=result.sources, content=report, series_instance_uid=series_uid or hd.UID(),
         series_number=SR_SERIES_NUMBER, sop_instance_uid=sop_uid or hd.UID(),
         instance_number=instance_number, manufacturer=MANUFACTURER, is_complete=True,
+        previous_versions=[previous] if previous is not None else None,
         series_description=SERIES_DESCRIPTION)
     sr.CodingSchemeIdentificationSequence = [_private_scheme()]
     return sr

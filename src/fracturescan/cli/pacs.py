@@ -1,0 +1,103 @@
+"""Hospital integration commands: ``fracturescan dicom-node`` (a DICOM Storage SCP that
+analyses studies and sends results back to PACS) and ``fracturescan pacs ...`` (DICOMweb pull
+and push, and finding a study's audit records)."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..errors import FracturescanError, MissingExtraError
+from ..webapp.config import DEFAULT_DB_URL
+from .core import app, command
+
+pacs_app = typer.Typer(help="PACS integration: DICOMweb pull/push and audit look-ups.", no_args_is_help=True)
+app.add_typer(pacs_app, name="pacs")
+
+_DB = typer.Option(DEFAULT_DB_URL, "--db", help="SQLAlchemy database URL shared with the app and the API "
+                                                "(the audit trail).")
+_MODELS = typer.Option(None, "--models", help="Folder of training runs (the admin's active model is used).")
+_MODEL = typer.Option(None, "--model", help="A run or checkpoint directory (repeatable).")
+_KEY = typer.Option(None, "--key-file", help="Secret key of the study hash in the audit trail "
+                                             "(default STORAGE/study.key, created on first start; "
+                                             "or $FRACTURESCAN_STUDY_KEY).")
+
+
+def _require_pacs_extra() -> None:
+    try:
+        import highdicom  # noqa: F401
+        import pynetdicom  # noqa: F401
+    except ImportError as exc:
+        raise MissingExtraError(exc.name or "highdicom", "pacs", "The DICOM node") from exc
+
+
+@command("dicom-node")
+def dicom_node(
+    models: Optional[Path] = _MODELS, model: Optional[list[Path]] = _MODEL, db: str = _DB,
+    aet: str = typer.Option("FRACTURESCAN", "--aet", help="This node's AE title."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0 for the network)."),
+    port: int = typer.Option(11112, "--port", help="DICOM port to listen on."),
+    storage: Path = typer.Option(Path("dicom-node"), "--storage", help="Folder for received objects and results."),
+    quiet: float = typer.Option(10.0, "--quiet-seconds", min=0.0,
+                                help="Analyse a study once no image of it arrived for this long."),
+    send_to: Optional[str] = typer.Option(None, "--send-to", help="PACS to C-STORE results to: AET@host:port."),
+    stow: Optional[str] = typer.Option(None, "--stow-url", help="DICOMweb URL to STOW-RS results to instead."),
+    key_file: Optional[Path] = _KEY,
+) -> None:
+    """DICOM Storage SCP: receive CR/DX studies, analyse each once it is complete, send a
+    structured report and heatmap secondary captures back into the study."""
+    _require_pacs_extra()
+    from ..pacs.node import DicomNode, NodeConfig
+    from ..pacs.send import AEAddress
+    from ..pacs.studykey import load_or_create_key
+
+    if models is None and not model:
+        raise FracturescanError("Give --models DIR (a folder of training runs) or --model PATH.")
+    if send_to and stow:
+        raise FracturescanError("Give --send-to or --stow-url, not both.")
+    if not 0 < len(aet.strip()) <= 16:
+        raise FracturescanError("--aet needs 1 to 16 characters.")
+    config = NodeConfig(storage=storage, db_url=db, key=load_or_create_key(key_file or storage / "study.key"),
+                        models_dir=models, model_paths=tuple(model or ()), aet=aet.strip(), host=host, port=port,
+                        quiet_seconds=quiet, send_to=AEAddress.parse(send_to) if send_to else None, stow_url=stow)
+    if logging.getLogger().level > logging.DEBUG:
+        logging.getLogger("pynetdicom").setLevel(logging.WARNING)  # one line per association otherwise
+    node = DicomNode(config)
+    node.start()
+    target = send_to or stow or "nowhere (results kept in the storage folder)"
+    typer.echo(f"DICOM node {aet}@{host}:{node.port} ready; results go to {target}. Ctrl+C stops it.")
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    try:
+        stopped.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        node.stop()
+
+
+@command("study-key", group=pacs_app)
+def study_key_command(
+    study: str = typer.Option(..., "--study", help="StudyInstanceUID to look up."),
+    db: str = _DB,
+    key_file: Path = typer.Option(Path("dicom-node/study.key"), "--key-file", help="The node's study key."),
+) -> None:
+    """The keyed hash of a StudyInstanceUID and the node's audit events that carry it."""
+    from ..pacs.studykey import study_key
+    from ..store.audit import recent_events
+    from ..store.users import open_store
+
+    if not key_file.is_file():
+        raise FracturescanError(f"No study key at {key_file}: give the node's --key-file.")
+    from ..pacs.studykey import load_or_create_key
+
+    key = study_key(load_or_create_key(key_file), study)
+    typer.echo(key)
+    for event in recent_events(open_store(db), limit=100000):
+        if event["detail"].startswith(key + ":"):
+            typer.echo(f"{event['created_at_utc']}\t{event['action']}\t{event['detail']}")
