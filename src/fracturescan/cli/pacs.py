@@ -13,16 +13,12 @@ from typing import Optional
 import typer
 
 from ..errors import FracturescanError, MissingExtraError
-from ..webapp.config import DEFAULT_DB_URL
 from .core import app, command
+from .server import _DB, _MODEL, _MODELS  # the same options as the app and the API
 
 pacs_app = typer.Typer(help="PACS integration: DICOMweb pull/push and audit look-ups.", no_args_is_help=True)
 app.add_typer(pacs_app, name="pacs")
 
-_DB = typer.Option(DEFAULT_DB_URL, "--db", help="SQLAlchemy database URL shared with the app and the API "
-                                                "(the audit trail).")
-_MODELS = typer.Option(None, "--models", help="Folder of training runs (the admin's active model is used).")
-_MODEL = typer.Option(None, "--model", help="A run or checkpoint directory (repeatable).")
 _KEY = typer.Option(None, "--key-file", help="Secret key of the study hash in the audit trail "
                                              "(default STORAGE/study.key, created on first start; "
                                              "or $FRACTURESCAN_STUDY_KEY).")
