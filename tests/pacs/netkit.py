@@ -14,16 +14,19 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
 
-from tests.webapp.conftest import DICOM_DIR
+from tests.real_samples import pydicom_data_file
 
 CR = "1.2.840.10008.5.1.4.1.1.1"
 CT = "1.2.840.10008.5.1.4.1.1.2"
+#: Real uncompressed CRs in pydicom-data: a distal tibia (EXTREMITY) and a chest.
+REAL_CR, REAL_CHEST = "RG3_UNCR.dcm", "RG1_UNCR.dcm"
 
 
 @functools.lru_cache(maxsize=4)
-def _hip_pixels(side: int) -> tuple[Dataset, np.ndarray]:
-    """The real hip CR header and its pixels shrunk to ``side`` x ``side`` (decoded once)."""
-    ds = pydicom.dcmread(DICOM_DIR / "cr_hip_jpeg_lossless.dcm")
+def _real_pixels(side: int) -> tuple[Dataset, np.ndarray]:
+    """A real CR header (the uncompressed tibia of pydicom-data) and its pixels shrunk to
+    ``side`` x ``side``."""
+    ds = pydicom.dcmread(pydicom_data_file(REAL_CR))
     pixels = ds.pixel_array
     rows = np.linspace(0, pixels.shape[0] - 1, side).astype(int)
     cols = np.linspace(0, pixels.shape[1] - 1, side).astype(int)
@@ -33,9 +36,9 @@ def _hip_pixels(side: int) -> tuple[Dataset, np.ndarray]:
 
 def small_cr(study_uid: str, n: int, *, modality: str = "CR", body_part: str = "WRIST", side: int = 96,
              sop_class: str = CR, frames: int = 1) -> Dataset:
-    """A real CR header (hip sample) with shrunk real pixels, relabelled: image ``n`` of study
+    """A real CR header (tibia sample) with shrunk real pixels, relabelled: image ``n`` of study
     ``study_uid`` with our own patient tags, uncompressed."""
-    header, pixels = _hip_pixels(side)
+    header, pixels = _real_pixels(side)
     ds = copy.deepcopy(header)  # Dataset.copy() would share (and let us overwrite) its elements
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = sop_class
@@ -45,7 +48,7 @@ def small_cr(study_uid: str, n: int, *, modality: str = "CR", body_part: str = "
     ds.PatientName, ds.PatientID = "NODE^TEST", "NODE-TEST-1"
     ds.Modality, ds.BodyPartExamined, ds.InstanceNumber = modality, body_part, n
     ds.Rows = ds.Columns = side
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 10, 9, 0
+    ds.BitsAllocated, ds.PixelRepresentation = 16, 0
     if frames > 1:
         ds.NumberOfFrames = frames
         pixels = np.stack([pixels] * frames)

@@ -13,7 +13,8 @@ pytest.importorskip("pynetdicom")
 pytest.importorskip("sqlalchemy")
 
 from tests.pacs.conftest import sr_texts  # noqa: E402
-from tests.pacs.netkit import CT, Receiver, echo, send, small_cr  # noqa: E402
+from tests.pacs.netkit import CT, REAL_CHEST, Receiver, echo, send, small_cr  # noqa: E402
+from tests.real_samples import pydicom_data_file  # noqa: E402
 
 
 @pytest.fixture
@@ -98,7 +99,8 @@ def test_hostile_and_odd_input_never_stops_the_node(make_node, receiver: Receive
     node = make_node(quiet=0.5)
     base = "1.2.826.0.1.3680043.8.498.30"
     ct = small_cr(f"{base}1", 1, modality="CT", sop_class=CT)
-    chest = small_cr(f"{base}2", 1, body_part="CHEST")
+    chest = pydicom.dcmread(pydicom_data_file(REAL_CHEST))  # a real chest CR, as it comes
+    chest.StudyInstanceUID = f"{base}2"
     report = pydicom.dcmread(get_testdata_file("test-SR.dcm"))
     report.StudyInstanceUID = f"{base}3"
     multi = small_cr(f"{base}4", 1, frames=3)
