@@ -39,12 +39,6 @@ def test_summary_counts(mura_fixture: Path) -> None:
     assert (rows[("valid", 0)].images, rows[("valid", 1)].images) == (3, 2)
 
 
-def test_group_studies(mura_fixture: Path) -> None:
-    studies = mura.group_studies(mura.load_mura(mura_fixture, "train", "XR_WRIST"))
-    assert [len(s.images) for s in studies] == [3, 2, 1, 2, 4, 1, 2]
-    assert all(all(i.label == s.label for i in s.images) for s in studies)
-
-
 def test_unknown_body_part_is_named(mura_fixture: Path) -> None:
     with pytest.raises(DatasetError, match="Unknown body part 'XR_KNEE'"):
         mura.load_mura(mura_fixture, "train", "XR_KNEE")

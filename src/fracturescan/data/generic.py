@@ -17,7 +17,7 @@ import csv
 from pathlib import Path
 
 from ..errors import DatasetError
-from .records import ImageRecord
+from .records import ImageRecord, missing_files
 
 IMAGE_SUFFIXES: frozenset[str] = frozenset(
     {".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".tif", ".tiff", ".bmp", ".webp"}
@@ -108,6 +108,6 @@ def load_folder(root: Path, split: str = "") -> list[ImageRecord]:
 
 
 def _check_exist(records: list[ImageRecord], source: str) -> None:
-    missing = [str(r.path) for r in records if not r.path.is_file()]
+    missing = missing_files(records)
     if missing:
         raise DatasetError(f"{len(missing)} images listed in {source} are missing, e.g. {missing[:5]}.")

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import csv
 import logging
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from ..errors import DatasetError
-from .records import BODY_PARTS, ImageRecord, StudyRecord
+from .records import BODY_PARTS, ImageRecord, missing_files
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +195,7 @@ def load_mura(
             f"{split}_labeled_studies.csv, e.g. {sorted(set(unlabeled))[:_MAX_LISTED]}."
         )
     if check_files:
-        missing = [str(r.path) for r in records if not r.path.is_file()]
+        missing = missing_files(records)
         if missing:
             raise DatasetError(
                 f"{len(missing)} images listed in {csv_file.name} are missing on disk, e.g. "
@@ -202,20 +203,6 @@ def load_mura(
             )
     log.info("MURA %s %s: %d images", split, ",".join(sorted(wanted)), len(records))
     return records
-
-
-def group_studies(records: list[ImageRecord]) -> list[StudyRecord]:
-    """Group image records into studies, keeping first-appearance order."""
-    grouped: dict[str, list[ImageRecord]] = {}
-    for record in records:
-        grouped.setdefault(record.study_id, []).append(record)
-    studies = []
-    for study_id, images in grouped.items():
-        first = images[0]
-        studies.append(
-            StudyRecord(study_id, first.patient_id, first.body_part, first.label, first.split, tuple(images))
-        )
-    return studies
 
 
 @dataclass(frozen=True)
@@ -231,19 +218,14 @@ class CountRow:
 
 
 def summarise(records: list[ImageRecord]) -> list[CountRow]:
-    """Count studies, images and patients per split, body part and label."""
-    keys = sorted({(r.split, r.body_part, r.label) for r in records})
-    rows = []
-    for split, part, label in keys:
-        subset = [r for r in records if (r.split, r.body_part, r.label) == (split, part, label)]
-        rows.append(
-            CountRow(
-                split,
-                part,
-                label,
-                studies=len({r.study_id for r in subset}),
-                images=len(subset),
-                patients=len({r.patient_id for r in subset}),
-            )
-        )
-    return rows
+    """Count studies, images and patients per split, body part and label (one pass)."""
+    images: Counter[tuple[str, str, int]] = Counter()
+    studies: dict[tuple[str, str, int], set[str]] = defaultdict(set)
+    patients: dict[tuple[str, str, int], set[str]] = defaultdict(set)
+    for r in records:
+        key = (r.split, r.body_part, r.label)
+        images[key] += 1
+        studies[key].add(r.study_id)
+        patients[key].add(r.patient_id)
+    return [CountRow(*key, studies=len(studies[key]), images=images[key], patients=len(patients[key]))
+            for key in sorted(images)]

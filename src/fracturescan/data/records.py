@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from tqdm.auto import tqdm
 
 #: The seven body parts of MURA v1.1, as spelled in its folder names.
 BODY_PARTS: tuple[str, ...] = (
@@ -41,13 +44,9 @@ class ImageRecord:
     split: str = ""
 
 
-@dataclass(frozen=True)
-class StudyRecord:
-    """A study (one patient visit, one or more views) and its label."""
-
-    study_id: str
-    patient_id: str
-    body_part: str
-    label: int
-    split: str
-    images: tuple[ImageRecord, ...]
+def missing_files(records: Sequence[ImageRecord]) -> list[str]:
+    """Paths of the records whose file is not on disk. One file-system check per image: on a
+    slow or network disk a data set of tens of thousands of images takes a while, so a progress
+    bar appears when it does."""
+    return [str(r.path) for r in tqdm(records, desc="checking files", unit="img", delay=2, leave=False)
+            if not r.path.is_file()]

@@ -11,12 +11,14 @@ A study's probability is the mean of its images' probabilities, as in the MURA p
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
+from sklearn import metrics as skm
 
 from fracturescan.errors import ConfigError, DatasetError
 
@@ -103,53 +105,20 @@ def _ratio(num: float, den: float) -> float | None:
     return None if den == 0 else float(num) / float(den)
 
 
-def _average_ranks(values: np.ndarray) -> np.ndarray:
-    """1-based ranks with ties sharing the mean of the ranks they span."""
-    uniq, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
-    del uniq
-    first_rank = np.cumsum(counts) - counts + 1  # rank of the first member of each tie group
-    return (first_rank + (counts - 1) / 2.0)[inverse]
-
-
-def _roc_auc(y: np.ndarray, p: np.ndarray) -> float | None:
-    """ROC AUC via the Mann-Whitney U statistic (ties count one half)."""
-    n_pos = int(y.sum())
-    n_neg = y.shape[0] - n_pos
-    if n_pos == 0 or n_neg == 0:
-        return None
-    rank_sum = float(_average_ranks(p)[y == 1].sum())
-    return (rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
-
-
-def _average_precision(y: np.ndarray, p: np.ndarray) -> float | None:
-    """Step-wise area under the precision-recall curve: sum over thresholds of dRecall * P."""
-    n_pos = int(y.sum())
-    if n_pos == 0:
-        return None
-    order = np.argsort(-p, kind="stable")
-    ys, ps = y[order], p[order]
-    # Only the last index of each run of tied scores is a real operating point.
-    ends = np.append(np.flatnonzero(ps[1:] != ps[:-1]), ps.shape[0] - 1)
-    tp = np.cumsum(ys)[ends]
-    predicted = ends + 1
-    gained = np.diff(tp, prepend=0)
-    return float(np.sum(gained * (tp / predicted)) / n_pos)
-
-
-def _kappa(tp: int, fp: int, tn: int, fn: int) -> float | None:
-    """Cohen's kappa from the 2x2 confusion matrix; ``None`` when chance agreement is total."""
-    n = tp + fp + tn + fn
-    observed = (tp + tn) / n
-    expected = ((tp + fp) * (tp + fn) + (tn + fn) * (tn + fp)) / (n * n)
-    if math.isclose(expected, 1.0, rel_tol=0.0, abs_tol=1e-15):
-        return None
-    return (observed - expected) / (1.0 - expected)
+def _kappa(y: np.ndarray, pred: np.ndarray) -> float | None:
+    """Cohen's kappa (scikit-learn); ``None`` when chance agreement is total (one class, all
+    decisions equal), where kappa is 0/0."""
+    with warnings.catch_warnings():  # the undefined case warns (and gives NaN): we say None instead
+        warnings.simplefilter("ignore")
+        value = float(skm.cohen_kappa_score(y, pred, labels=[0, 1]))
+    return value if math.isfinite(value) else None
 
 
 def binary_metrics(
     y_true: ArrayLike, y_prob: ArrayLike, threshold: float
 ) -> dict[str, float | int | None]:
-    """Confusion counts and the usual scores for decisions ``prob >= threshold``.
+    """Confusion counts and the usual scores for decisions ``prob >= threshold`` (confusion
+    matrix, ROC AUC, average precision and kappa from scikit-learn).
 
     Returns a dict with the keys of :data:`METRIC_KEYS`. ``recall`` is sensitivity; ``auc`` and
     ``average_precision`` do not depend on the threshold; ``brier`` is the mean squared error of
@@ -157,28 +126,26 @@ def binary_metrics(
     """
     y, p = validate_binary_inputs(y_true, y_prob)
     t = validate_threshold(threshold)
-    pred = p >= t
-    pos = y == 1
-    tp = int(np.sum(pred & pos))
-    fp = int(np.sum(pred & ~pos))
-    tn = int(np.sum(~pred & ~pos))
-    fn = int(np.sum(~pred & pos))
+    pred = (p >= t).astype(np.int64)
+    (tn, fp), (fn, tp) = skm.confusion_matrix(y, pred, labels=[0, 1]).tolist()
     n = y.shape[0]
+    n_pos = tp + fn
     return {
         "n": n,
-        "n_positive": tp + fn,
+        "n_positive": n_pos,
         "tp": tp,
         "fp": fp,
         "tn": tn,
         "fn": fn,
         "accuracy": (tp + tn) / n,
-        "auc": _roc_auc(y, p),
-        "average_precision": _average_precision(y, p),
+        # Undefined with one class (AUC) or no positives (AP): None, not scikit-learn's warning + NaN.
+        "auc": float(skm.roc_auc_score(y, p)) if 0 < n_pos < n else None,
+        "average_precision": float(skm.average_precision_score(y, p)) if n_pos > 0 else None,
         "precision": _ratio(tp, tp + fp),
         "recall": _ratio(tp, tp + fn),
         "specificity": _ratio(tn, tn + fp),
         "f1": _ratio(2 * tp, 2 * tp + fp + fn),
-        "kappa": _kappa(tp, fp, tn, fn),
+        "kappa": _kappa(y, pred),
         "brier": float(np.mean((p - y) ** 2)),
     }
 

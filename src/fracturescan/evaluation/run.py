@@ -7,7 +7,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
+from tqdm.auto import tqdm
 
 from ..data.cache import build_cache
 from ..data.sources import open_dataset
@@ -21,6 +23,18 @@ log = logging.getLogger(__name__)
 def _run_config(run_dir: Path) -> dict[str, Any]:
     path = run_dir / "config.yaml"
     return yaml.safe_load(path.read_text()) if path.is_file() else {}
+
+
+#: Images per progress step of the evaluation's inference (the predictor batches within it).
+_PROGRESS_CHUNK = 512
+
+
+def _probabilities(predictor: Predictor, pixels: Any) -> np.ndarray:
+    """The predictor's probabilities for every cached image, with a progress bar on long sets."""
+    starts = range(0, len(pixels), _PROGRESS_CHUNK)
+    parts = [predictor.probabilities(pixels[start:start + _PROGRESS_CHUNK])
+             for start in tqdm(starts, desc="predicting", unit="chunk", delay=2, leave=False)]
+    return np.concatenate(parts) if parts else np.empty(0)
 
 
 def evaluate_run(
@@ -49,7 +63,7 @@ def evaluate_run(
     records = index.split(split)
     cache = build_cache(records, predictor.image_size, Path(cfg["cache_dir"]) if cfg.get("cache_dir") else None,
                         desc=f"caching {split}")
-    probs = predictor.probabilities(cache.pixels)
+    probs = _probabilities(predictor, cache.pixels)
     out = Path(out) if out else run_dir / f"eval_{split}"
     kept = cache.records
     history = run_dir / "history.csv"

@@ -163,9 +163,10 @@ def _train_epoch(step: TrainStep, data: _Data, cfg: TrainConfig, device, epoch: 
     return total / max(seen, 1), int(seen)
 
 
-def _validate(model, data: _Data, cfg: TrainConfig, weights, device) -> tuple[float, float, float, np.ndarray]:
+def _validate(model, data: _Data, cfg: TrainConfig, weights, device,
+              progress: bool = True) -> tuple[float, float, float, np.ndarray]:
     probs = predict_pixels(model, data.x_hold, mean=IMAGENET_MEAN, std=IMAGENET_STD, device=device,
-                           batch_size=cfg.eval_batch_size)
+                           batch_size=cfg.eval_batch_size, progress=progress)
     p = torch.from_numpy(probs).clamp(1e-7, 1 - 1e-7)
     loss = float(weighted_bce(torch.logit(p), torch.from_numpy(data.y_hold), weights))
     auc = binary_metrics(data.y_hold, probs, 0.5)["auc"]
@@ -262,7 +263,7 @@ def _train(cfg: TrainConfig, resume: bool, run_dir: Path, state_path: Path, devi
             train_loss, seen = _train_epoch(step, data, cfg, device, epoch, ctx)
             # Every rank validates the same weights on the whole hold-out, so all ranks take the
             # same scheduler and early-stopping decisions without extra communication.
-            val_loss, val_auc, val_study_auc, _ = _validate(net, data, cfg, weights, device)
+            val_loss, val_auc, val_study_auc, _ = _validate(net, data, cfg, weights, device, progress=ctx.is_main)
             row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_auc": val_auc,
                    "val_study_auc": val_study_auc, "lr": float(opt.param_groups[0]["lr"]),
                    "seconds": time.perf_counter() - t0, "train_images": seen}
