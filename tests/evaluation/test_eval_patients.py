@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import json
 import re
 from pathlib import Path
 
@@ -132,9 +133,12 @@ def test_compare_resamples_patients(tmp_path: Path) -> None:
     runs = []
     for name, noise in (("a", 0.3), ("b", 0.5)):
         p = np.clip(0.3 + 0.4 * y + rng.normal(0, noise, n), 0, 1)
-        write_evaluation_report(tmp_path / name / "eval_valid", paths=[f"{s}/i.png" for s in ids], study_ids=ids,
-                                patient_ids=patients, y_true=y, y_prob=p, threshold=0.5, threshold_source="t",
-                                split="valid", model_info={}, synthetic=True, n_boot=20)
+        folder = tmp_path / name / "eval_valid"  # the two files compare reads, as evaluate writes them
+        folder.mkdir(parents=True)
+        (folder / "metrics.json").write_text(json.dumps({"split": "valid", "threshold": {"value": 0.5}}))
+        with (folder / "study_predictions.csv").open("w", newline="") as handle:
+            csv.writer(handle).writerows([("study_id", "patient_id", "n_images", "label", "prob", "decision"),
+                                          *zip(ids, patients, [1] * n, y, p.tolist(), (p >= 0.5).astype(int))])
         runs.append(load_evaluation(tmp_path / name))
     assert list(runs[0].patient_ids) == patients  # sorted by study id, which is the input order here
     result = compare_runs(runs, n_boot=500, seed=0)
