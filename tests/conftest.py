@@ -133,3 +133,29 @@ def shuffled_run(phantom_mura: Path, tmp_path_factory: pytest.TempPathFactory) -
     base = tmp_path_factory.mktemp("shuffled_run")
     data = shuffled_label_csv(phantom_mura, base / "shuffled.csv")
     return PhantomRun(data, phantom_mura, _train(data, base / "run", base / "cache"))
+
+
+@dataclass(frozen=True)
+class RoutedModels:
+    """Wrist and finger phantoms and two small models over them: ``both`` (trained on both
+    parts) and ``finger`` (trained on fingers only), in one models folder."""
+
+    data: Path
+    models: Path
+
+
+@pytest.fixture(scope="session")
+def routed_models(tmp_path_factory: pytest.TempPathFactory) -> RoutedModels:
+    """Body-part routing needs models that record different parts: resnet18 at 32 px, one epoch
+    each (about ten seconds on 2 cores; the numbers do not matter, which model answers does)."""
+    from fracturescan.config import load_config
+    from fracturescan.data.synth import generate_mura_phantoms
+    from fracturescan.training.loop import train
+
+    base = tmp_path_factory.mktemp("routed")
+    data = generate_mura_phantoms(base / "data", 48, 48, seed=7, body_part="XR_WRIST,XR_FINGER").root
+    for name, part in (("both", "all"), ("finger", "XR_FINGER")):
+        train(load_config(PHANTOM_CONFIG, {
+            "data": str(data), "out": str(base / "models" / name), "body_part": part, "arch": "resnet18",
+            "image_size": 32, "epochs": 1, "batch_size": 16, "cache_dir": str(base / "cache"), "seed": 0}))
+    return RoutedModels(data, base / "models")

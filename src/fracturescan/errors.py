@@ -41,3 +41,8 @@ class MissingExtraError(FracturescanError):
             f"{feature} needs the '{package}' package: install it with "
             f"pip install 'fracturescan[{extra}]'"
         )
+
+
+class RoutingError(FracturescanError):
+    """A study cannot be sent to a model: mixed body parts, a part no model covers, or a DICOM
+    body part that contradicts the one chosen."""

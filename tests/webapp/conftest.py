@@ -32,6 +32,19 @@ def make_checkpoint(directory: Path, *, synthetic: bool = True, threshold: float
     })
 
 
+def as_wrist_dicom(source: Path) -> bytes:
+    """A DICOM file's bytes with BodyPartExamined set to WRIST: the test models cover wrists,
+    and routing refuses a study whose DICOM names a part no model covers (the samples are a
+    hand, a hip and a tibia)."""
+    import pydicom
+
+    ds = pydicom.dcmread(source)
+    ds.BodyPartExamined = "WRIST"
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
 def png_bytes(seed: int = 0, size: tuple[int, int] = (80, 64)) -> bytes:
     """A random grayscale PNG."""
     rng = np.random.default_rng(seed)

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..real_samples import hand
-from .conftest import ADMIN_PASSWORD, DOCTOR_PASSWORD, png_bytes
+from .conftest import ADMIN_PASSWORD, DOCTOR_PASSWORD, as_wrist_dicom, png_bytes
 
 from streamlit.testing.v1 import AppTest  # noqa: E402  (after the importorskips in conftest)
 
@@ -234,7 +234,7 @@ def test_admin_threshold_and_pixel_storage_apply_to_analyses(engine) -> None:
 def test_dicom_upload_keeps_identifying_tags_out_of_the_database(engine, app_env) -> None:
     import pydicom
 
-    data = hand().read_bytes()
+    data = as_wrist_dicom(hand())  # the models cover wrists; a HAND file would be refused
     ds = pydicom.dcmread(hand(), stop_before_pixels=True)
     identifying = [str(ds.get(k)) for k in ("PatientName", "PatientID", "AccessionNumber",
                                             "InstitutionName") if ds.get(k)]

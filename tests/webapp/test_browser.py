@@ -21,7 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..real_samples import HAND
-from .conftest import ADMIN_PASSWORD, DOCTOR_PASSWORD, png_bytes
+from .conftest import ADMIN_PASSWORD, DOCTOR_PASSWORD, as_wrist_dicom, png_bytes
 
 CHROMIUM = Path("/usr/bin/chromium")
 DICOM = HAND
@@ -133,6 +133,8 @@ def test_browser_login_upload_screenshots_and_audit(server: str, engine, tmp_pat
     shots.mkdir(parents=True, exist_ok=True)
     png = tmp_path / "wrist_view2.png"
     png.write_bytes(png_bytes(7, (300, 400)))
+    dicom = tmp_path / "wrist_view1.dcm"
+    dicom.write_bytes(as_wrist_dicom(DICOM))
     timings = {}
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
@@ -142,7 +144,7 @@ def test_browser_login_upload_screenshots_and_audit(server: str, engine, tmp_pat
                 context = browser.new_context(viewport=viewport)
                 page = context.new_page()
                 try:
-                    timings[name] = _analyse(page, server, [DICOM, png], heatmaps, sync_api.expect)
+                    timings[name] = _analyse(page, server, [dicom, png], heatmaps, sync_api.expect)
                 finally:
                     _screenshot_whole_app(page, viewport, shots / f"{name}.png")
                 # On a phone nothing may stick out sideways: the page must not scroll horizontally.
@@ -154,7 +156,7 @@ def test_browser_login_upload_screenshots_and_audit(server: str, engine, tmp_pat
             browser.close()
     print(f"analyse->result seconds: {timings}; screenshots in {shots}")
 
-    expected = [hashlib.sha256(DICOM.read_bytes()).hexdigest(), hashlib.sha256(png.read_bytes()).hexdigest()]
+    expected = [hashlib.sha256(dicom.read_bytes()).hexdigest(), hashlib.sha256(png.read_bytes()).hexdigest()]
     with Session(engine) as s:
         studies = s.scalars(select(AuditStudy).order_by(AuditStudy.id)).all()
         images = s.scalars(select(AuditImage).order_by(AuditImage.study_id, AuditImage.position)).all()

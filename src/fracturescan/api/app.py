@@ -20,7 +20,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fracturescan import __version__
-from fracturescan.errors import CheckpointError, FracturescanError, ImageReadError
+from fracturescan.errors import CheckpointError, FracturescanError, ImageReadError, RoutingError
+from fracturescan.routing import part_assignments, route_study
 from fracturescan.service import (INTENDED_USE, LOCALISATION_BAR, AnalysedImage, LocalisationCheck, ModelChoice, active_model,
                                   active_threshold, analyse_and_record, check_upload_size, discover_models,
                                   heatmap_caption, on_model_thread, overlay_png)
@@ -52,9 +53,13 @@ class _Models:
         self.config = config
         self._predictors: dict[str, Any] = {}
 
+    def all(self) -> list[ModelChoice]:
+        """Every model found now (the folder is read again, so new runs appear)."""
+        return discover_models(self.config.models_dir, self.config.model_paths)
+
     def active(self, engine: Any) -> ModelChoice | None:
         """The admin's active model (the first one found if none was chosen)."""
-        return active_model(engine, discover_models(self.config.models_dir, self.config.model_paths))
+        return active_model(engine, self.all())
 
     def predictor(self, choice: ModelChoice) -> Any:
         """The loaded Predictor of ``choice`` (kept per weights hash; the last two stay loaded)."""
@@ -77,7 +82,8 @@ _ERROR_MEANINGS = {
     401: "No API key, an unknown or revoked one, or a disabled account.",
     404: "No analysis with that audit id.",
     413: "Too many files, or a request larger than the files allowed may total.",
-    422: "Invalid request, or none of the files could be read (each file's reason is named).",
+    422: "Invalid request, none of the files could be read (each file's reason is named), or the study "
+         "cannot be routed (mixed body parts, a part no model covers, a DICOM part contradicting body_part).",
     500: "Unexpected error: the message gives a reference to the server log, no details.",
     503: "No model is available, or the active model could not be loaded.",
 }
@@ -175,6 +181,9 @@ def create_app(config: AppConfig, preload: bool = False) -> FastAPI:
         return choice
 
     User = Annotated[UserInfo, Depends(current_user)]
+    BodyPart = Annotated[str | None, Query(description="MURA body part (XR_WRIST, wrist, ...): route to its active "
+                                                       "model. Default: the DICOM BodyPartExamined, else the "
+                                                       "default model.", max_length=40)]
     Credentials = Annotated[HTTPAuthorizationCredentials, Depends(bearer)]  # the same, cached per request
     Model = Annotated[ModelChoice, Depends(require_model)]
 
@@ -185,21 +194,37 @@ def create_app(config: AppConfig, preload: bool = False) -> FastAPI:
         return schemas.Health(status="ok" if choice else "no-model",
                               model_id=choice.model_id if choice else None, version=__version__)
 
-    @app.get("/v1/model", response_model=schemas.ModelInfo, responses=_errors(401, 500, 503))
-    def model_info(user: User, choice: Model) -> schemas.ModelInfo:
-        """The model that answers predictions now, its threshold, and what to know about it."""
+    @app.get("/v1/model", response_model=schemas.ModelInfo, responses=_errors(401, 422, 500, 503))
+    def model_info(user: User, choice: Model, body_part: BodyPart = None) -> schemas.ModelInfo:
+        """The model that answers predictions now (for ``body_part``, if given), its threshold, and
+        what to know about it."""
+        if body_part:
+            choice = route_study(engine, models.all(), [], body_part).choice
         return _model_info(choice, active_threshold(engine, choice))
+
+    @app.get("/v1/body-parts", response_model=schemas.BodyPartRouting, responses=_errors(401, 500))
+    def body_parts(user: User) -> schemas.BodyPartRouting:
+        """Which model each of MURA's seven body parts goes to now (null: no model covers it)."""
+        found = models.all()
+        return schemas.BodyPartRouting(parts=[
+            schemas.BodyPartModel(body_part=part, model_id=choice.model_id if choice else None)
+            for part, choice in part_assignments(engine, found).items()])
 
     @app.post("/v1/predict", response_model=schemas.Prediction, responses=_errors(400, 401, 413, 422, 500, 503))
     def predict(user: User, choice: Model, credentials: Credentials,
                 files: Annotated[list[UploadFile], File(min_length=1, description="The views of one study: PNG, JPEG or DICOM.")],
                 heatmaps: Annotated[bool, Query(description="Add a heatmap overlay (base64 PNG) per image.")] = False,
+                body_part: BodyPart = None,
                 ) -> schemas.Prediction:
-        """Score one study: each image, and the study as the mean of its images (MURA's rule)."""
+        """Score one study with the model for its body part (``body_part``, else the DICOM
+        BodyPartExamined, else the default model): each image, and the study as the mean of its
+        images (MURA's rule)."""
         if len(files) > MAX_FILES:
             raise HTTPException(413, f"{len(files)} files in one request; send at most {MAX_FILES} "
                                      "(the views of one study) per request.")
         uploads, refused = _read_uploads(files, config.max_upload_bytes)
+        route = route_study(engine, models.all(), uploads, body_part)
+        choice = route.choice
         threshold = active_threshold(engine, choice)
         predictor = models.predictor(choice)
         analysis = on_model_thread(
@@ -226,7 +251,9 @@ def create_app(config: AppConfig, preload: bool = False) -> FastAPI:
             study=schemas.StudyResult(probability=study_p, abnormal=study_p >= threshold,
                                       n_images=len(analysis.readable)),
             images=images, heatmap_caption=heatmap_caption(methods.pop()) if methods else None,
-            seconds=analysis.seconds, disclaimer=DISCLAIMER, warnings=_warnings(choice, choice.localisation()))
+            seconds=analysis.seconds, disclaimer=DISCLAIMER, body_part=route.body_part,
+            body_part_source=route.source,
+            warnings=_warnings(choice, choice.localisation()) + list(route.notes))
 
     @app.post("/v1/studies/{audit_id}/feedback", response_model=schemas.FeedbackOut, status_code=201,
               responses=_errors(400, 401, 404, 422, 500))
@@ -274,6 +301,10 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def broken_model(request: Request, exc: CheckpointError) -> JSONResponse:
         log.error("the active model could not be loaded: %s", exc)
         return JSONResponse({"error": f"The active model could not be loaded: {exc}"}, status_code=503)
+
+    @app.exception_handler(RoutingError)
+    async def unroutable(request: Request, exc: RoutingError) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, status_code=422)
 
     @app.exception_handler(FracturescanError)
     async def library_error(request: Request, exc: FracturescanError) -> JSONResponse:

@@ -78,7 +78,23 @@ class Prediction(BaseModel):
     heatmap_caption: str | None = None
     seconds: float
     disclaimer: str
+    body_part: str | None = Field(None, description="The study's MURA body part, null when unknown.")
+    body_part_source: str = Field("default", description="How the model was chosen: 'request' (body_part "
+                                                         "parameter), 'dicom' (BodyPartExamined) or 'default'.")
     warnings: list[str]
+
+
+class BodyPartModel(BaseModel):
+    """One body part and the model its studies go to."""
+
+    body_part: str
+    model_id: str | None = Field(description="null: no model covers this body part; its studies are refused.")
+
+
+class BodyPartRouting(BaseModel):
+    """``GET /v1/body-parts``: where each of MURA's seven body parts is routed now."""
+
+    parts: list[BodyPartModel]
 
 
 class FeedbackIn(BaseModel):

@@ -1,4 +1,5 @@
-"""App settings kept in the database: active model, per-model thresholds, pixel storage."""
+"""App settings kept in the database: active model (overall and per body part), per-model
+thresholds, pixel storage."""
 
 from __future__ import annotations
 
@@ -12,6 +13,11 @@ from .db import Event, Setting, utcnow
 
 ACTIVE_MODEL = "active_model"
 STORE_PIXELS = "store_pixels"
+
+
+def part_model_key(body_part: str) -> str:
+    """Setting key of the model the admin made active for one body part (``XR_ELBOW``, ...)."""
+    return f"{ACTIVE_MODEL}:{body_part}"
 
 
 def threshold_key(model_sha256: str) -> str:

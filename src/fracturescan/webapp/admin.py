@@ -88,6 +88,8 @@ def render_models(engine: Engine, admin: UserInfo, models: list[ModelChoice],
                 settings.set_setting(engine, settings.ACTIVE_MODEL, chosen, actor=admin.username)
                 st.success(f"Active model: {chosen}.")
                 st.rerun()
+    if models:
+        _part_models_form(engine, admin, models)
     if active is not None:
         _threshold_form(engine, admin, active)
     with st.form("pixels"):
@@ -97,6 +99,34 @@ def render_models(engine: Engine, admin: UserInfo, models: list[ModelChoice],
         if st.form_submit_button("Save"):
             settings.set_setting(engine, settings.STORE_PIXELS, keep, actor=admin.username)
             st.success("Saved.")
+
+
+def _part_models_form(engine: Engine, admin: UserInfo, models: list[ModelChoice]) -> None:
+    """Which model answers each body part; parts no model covers are listed as refused."""
+    from fracturescan.routing import covered_parts, part_assignments
+
+    st.markdown("**Active model per body part**")
+    st.dataframe([{"body part": part, "model": choice.model_id if choice else
+                   "none: no model covers this part, its studies are refused"}
+                  for part, choice in part_assignments(engine, models).items()], hide_index=True, width="stretch")
+    coverage = covered_parts(models)
+    if not coverage:
+        st.info("No model records the body parts it was trained on: every study goes to the active model.")
+        return
+    assigned = part_assignments(engine, models)
+    with st.form("part_models"):
+        picks = {}
+        for part, eligible in coverage.items():
+            ids = [m.model_id for m in eligible]
+            current = assigned[part]
+            picks[part] = st.selectbox(f"Model for {part}", ids, key=f"part_model_{part}",
+                                       index=ids.index(current.model_id) if current else 0)
+        if st.form_submit_button("Save body-part models"):
+            for part, model_id in picks.items():
+                if assigned[part] is None or assigned[part].model_id != model_id:  # type: ignore[union-attr]
+                    settings.set_setting(engine, settings.part_model_key(part), model_id, actor=admin.username)
+            st.success("Body-part models saved.")
+            st.rerun()
 
 
 def _threshold_form(engine: Engine, admin: UserInfo, active: ModelChoice) -> None:

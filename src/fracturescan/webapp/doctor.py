@@ -4,19 +4,25 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import streamlit as st
 from sqlalchemy import Engine
 
 from fracturescan.service import (INTENDED_USE, LOCALISATION_BAR, Analysis, ModelChoice, analyse_and_record,
                                   heatmap_caption, make_overlay, on_model_thread)
+from fracturescan.errors import RoutingError
+from fracturescan.routing import Route, covered_parts, part_assignments, route_study
 from fracturescan.store.audit import record_feedback
 from fracturescan.store.users import UserInfo
 
 log = logging.getLogger(__name__)
 
 _RESULT = "doctor_analysis"
+_ROUTE = "doctor_route"
+_AUTOMATIC = "Automatic (from the DICOM header)"
+#: Loads a model for an analysis: choice -> (predictor, threshold).
+Loader = Callable[[ModelChoice], tuple[Any, float]]
 
 
 def model_header(choice: ModelChoice, threshold: float) -> None:
@@ -51,6 +57,29 @@ def _localisation_note(choice: ModelChoice) -> None:
 
 def _clear_result() -> None:
     st.session_state.pop(_RESULT, None)
+    st.session_state.pop(_ROUTE, None)
+
+
+def _part_selector(engine: Engine, models: Sequence[ModelChoice]) -> str | None:
+    """The body-part choice (None: automatic); shown only when models record their parts."""
+    if not covered_parts(models):
+        return None
+    labels = {_AUTOMATIC: None}
+    for part, choice in part_assignments(engine, models).items():
+        labels[f"{part}: model {choice.model_id}" if choice else f"{part}: no model covers it"] = part
+    picked = st.selectbox("Body part", list(labels), key="body_part", on_change=_clear_result,
+                          help="Which model analyses the study. Automatic uses the DICOM BodyPartExamined, "
+                               "else the default model.")
+    return labels[picked]
+
+
+def _route(engine: Engine, models: Sequence[ModelChoice], files: list[Any], part: str | None) -> Route | None:
+    """The study's route, or None after showing why it cannot be analysed (one line)."""
+    try:
+        return route_study(engine, models, [(f.name, f.getvalue()) for f in files], part)
+    except RoutingError as exc:
+        st.error(str(exc))
+        return None
 
 
 def _decision_text(probability: float, threshold: float) -> str:
@@ -119,23 +148,49 @@ def _feedback_form(engine: Engine, user: UserInfo, audit_id: int) -> None:
 
 
 def render(engine: Engine, user: UserInfo, choice: ModelChoice | None, predictor: Any,
-           threshold: float, store_pixels: bool, *, max_upload_mb: float = 50.0) -> None:
+           threshold: float, store_pixels: bool, *, max_upload_mb: float = 50.0,
+           models: Sequence[ModelChoice] = (), load: Loader | None = None) -> None:
     """Draw the page. ``choice``/``predictor`` are None when no model is configured.
 
     ``max_upload_mb`` is the per-file limit: the uploader refuses bigger files in the browser,
     and :func:`~fracturescan.webapp.service.analyse_uploads` refuses them again on the server.
+    With ``models`` and ``load``, each study goes to the model for its body part
+    (:mod:`fracturescan.routing`); ``choice`` is then the default model.
     """
     st.header("Analyse a study")
     if choice is None or predictor is None:
         st.error("No model is available. An administrator must configure a models folder.")
         return
     model_header(choice, threshold)
+    default = choice
     files = st.file_uploader("Radiographs (PNG, JPEG or DICOM): one image or all views of a study",
                              accept_multiple_files=True, key="uploads", on_change=_clear_result,
                              help=f"At most {max_upload_mb:g} MB per file.",
                              max_upload_size=max(1, math.ceil(max_upload_mb)))
+    part = _part_selector(engine, models) if load is not None else None
     if st.button("Analyse images", type="primary", disabled=not files, width="stretch"):
-        _run_analysis(engine, user, choice, predictor, threshold, store_pixels, files, max_upload_mb)
+        _clear_result()
+        route = _route(engine, models, files, part) if load is not None else None
+        if route is not None and load is not None:
+            st.session_state[_ROUTE] = route
+            if route.choice != choice:
+                choice, (predictor, threshold) = route.choice, load(route.choice)
+        if load is None or route is not None:
+            _run_analysis(engine, user, choice, predictor, threshold, store_pixels, files, max_upload_mb)
     analysis = st.session_state.get(_RESULT)
     if analysis is not None:
+        _show_route(st.session_state.get(_ROUTE), default)
         _show_result(engine, user, analysis)
+
+
+def _show_route(route: Route | None, default: ModelChoice) -> None:
+    """Which model answered and why; a different model than the default gets its own header."""
+    if route is None:
+        return
+    why = {"request": "the body part you chose", "dicom": "the DICOM body part"}.get(route.source, "the default model")
+    part = f" for {route.body_part}" if route.body_part else ""
+    st.info(f"Analysed with model **{route.choice.model_id}**{part} ({why}).")
+    for note in route.notes:
+        st.caption(note)
+    if route.choice != default:
+        model_header(route.choice, st.session_state[_RESULT].threshold)

@@ -105,7 +105,8 @@ def _render_page(key: str, engine: Engine, user: UserInfo, config: AppConfig) ->
     doctor.render(engine, user, choice, predictor,
                   active_threshold(engine, choice) if choice else 0.5,
                   bool(settings.get_setting(engine, settings.STORE_PIXELS, False)),
-                  max_upload_mb=config.max_upload_mb)
+                  max_upload_mb=config.max_upload_mb, models=models,
+                  load=lambda c: (get_predictor(str(c.path), c.metadata.sha256), active_threshold(engine, c)))
 
 
 def run(config: AppConfig | None = None) -> None:
