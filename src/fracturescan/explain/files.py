@@ -60,7 +60,7 @@ def explain_paths(predictor: "Predictor", paths: Iterable[Path | str], out: Path
     Raises:
         ImageReadError: a path does not exist or a folder holds no image.
     """
-    from ..inference import collect_inputs
+    from ..data.inputs import collect_inputs
 
     files = [path for _, path in collect_inputs(paths)]
     synthetic = bool(getattr(predictor.metadata, "synthetic", False))
