@@ -105,3 +105,14 @@ def test_synth_and_data_info(tmp_path: Path) -> None:
     n_images = sum(1 for _ in (tmp_path / "d").rglob("image*.png"))
     totals = [int(line.split(",")[1].split()[0]) for line in result.output.splitlines() if " studies, " in line]
     assert sum(totals) == n_images
+
+
+def test_synth_body_parts_and_a_part_without_phantoms(tmp_path: Path, capsys) -> None:
+    assert main(["synth", "--out", str(tmp_path / "f"), "--studies", "8", "--size", "32",
+                 "--body-part", "wrist,finger"]) == 0
+    assert {p.name for p in (tmp_path / "f" / "train").iterdir()} == {"XR_WRIST", "XR_FINGER"}
+    capsys.readouterr()
+    assert main(["synth", "--out", str(tmp_path / "e"), "--body-part", "XR_ELBOW"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == "error: No phantom anatomy for XR_ELBOW: phantoms exist for XR_WRIST, XR_FINGER."
+    assert not (tmp_path / "e").exists()
