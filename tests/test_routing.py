@@ -112,7 +112,8 @@ def test_models_without_recorded_parts_keep_the_old_behaviour(routed_models: Rou
     assert route.choice.model_id == "both" and route.source == "default" and route.notes
 
 
-def test_evaluate_reports_each_phantom_part(routed_models: RoutedModels, tmp_path: Path) -> None:
+def test_evaluate_reports_each_phantom_part(routed_models: RoutedModels, tmp_path: Path, capsys) -> None:
+    from fracturescan.cli.output import echo_metrics
     from fracturescan.evaluation.run import evaluate_run
 
     metrics, folder = evaluate_run(routed_models.models / "both", out=tmp_path / "eval", n_boot=50)
@@ -127,3 +128,8 @@ def test_evaluate_reports_each_phantom_part(routed_models: RoutedModels, tmp_pat
         parts = {row["path"]: row["body_part"] for row in csv.DictReader(handle)}
     assert all(f"/{part}/" in path for path, part in parts.items())
     assert "Per body part" in (folder / "report.md").read_text()
+    echo_metrics(metrics)  # what `fracturescan evaluate` prints
+    printed = [line.split() for line in capsys.readouterr().out.splitlines()]
+    finger = next(line for line in printed if line and line[0] == "XR_FINGER")
+    assert int(finger[1]) == rows["XR_FINGER"]["studies"]
+    assert finger[2] == ("-" if rows["XR_FINGER"]["kappa"] is None else f"{rows['XR_FINGER']['kappa']:.3f}")

@@ -76,6 +76,14 @@ def echo_metrics(metrics: dict) -> None:
     typer.echo(f"Split {metrics['split']}, threshold {threshold['value']:.3f} ({threshold['source']})")
     typer.echo(table(["metric", "image (95% CI)", "study (95% CI)"],
                      [(k, cell("image_level", k), cell("study_level", k)) for k in _KEYS]))
+    if "per_body_part" in metrics:  # the MURA paper's table: study-level kappa per body part
+        def part_cell(row: dict, key: str) -> str:
+            ci = row.get(f"{key}_ci95")
+            return "-" if row[key] is None else f"{row[key]:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+
+        typer.echo(table(["body part", "studies", "kappa (95% CI)", "AUC (95% CI)"],
+                         [(row["body_part"], row["studies"], part_cell(row, "kappa"), part_cell(row, "auc"))
+                          for row in metrics["per_body_part"]["rows"]]))
 
 
 def echo_predictions(predictor: Any, images: list, studies: list) -> None:
