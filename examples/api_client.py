@@ -16,6 +16,7 @@ import mimetypes
 import os
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from pathlib import Path
@@ -43,10 +44,14 @@ def multipart(files: list[Path]) -> tuple[bytes, str]:
     return bytes(body), f"multipart/form-data; boundary={boundary}"
 
 
-def predict(server: str, key: str, files: list[Path], heatmaps: bool) -> dict:
-    """POST the study to ``/v1/predict``; the parsed JSON answer (raises HTTPError on refusal)."""
+def predict(server: str, key: str, files: list[Path], heatmaps: bool, body_part: str | None = None) -> dict:
+    """POST the study to ``/v1/predict``; the parsed JSON answer (raises HTTPError on refusal).
+
+    ``body_part`` (e.g. ``wrist``) picks the model for that body part; without it the server
+    reads the DICOM BodyPartExamined, else uses its default model."""
     body, content_type = multipart(files)
-    request = urllib.request.Request(f"{server.rstrip('/')}/v1/predict?heatmaps={str(heatmaps).lower()}",
+    query = urllib.parse.urlencode({"heatmaps": str(heatmaps).lower(), **({"body_part": body_part} if body_part else {})})
+    request = urllib.request.Request(f"{server.rstrip('/')}/v1/predict?{query}",
                                      data=body, method="POST",
                                      headers={"Authorization": f"Bearer {key}", "Content-Type": content_type})
     with urllib.request.urlopen(request, timeout=300) as response:
@@ -59,6 +64,8 @@ def main() -> int:
     parser.add_argument("server", help="e.g. http://127.0.0.1:8000")
     parser.add_argument("paths", nargs="+", type=Path, help="a study folder or image files")
     parser.add_argument("--heatmaps", type=Path, help="save heatmap overlays (PNG) into this folder")
+    parser.add_argument("--body-part", help="body part of the study (e.g. wrist, XR_FINGER): routes it to that "
+                                            "part's model; default: the DICOM header, else the server's default model")
     args = parser.parse_args()
     key = os.environ.get("FRACTURESCAN_API_KEY")
     if not key:
@@ -69,7 +76,7 @@ def main() -> int:
         print("error: no PNG, JPEG or DICOM file found", file=sys.stderr)
         return 1
     try:
-        result = predict(args.server, key, files, heatmaps=args.heatmaps is not None)
+        result = predict(args.server, key, files, heatmaps=args.heatmaps is not None, body_part=args.body_part)
     except urllib.error.HTTPError as exc:
         print(f"error: {exc.code}: {json.load(exc).get('error', exc.reason)}", file=sys.stderr)
         return 1
@@ -82,6 +89,8 @@ def main() -> int:
             args.heatmaps.mkdir(parents=True, exist_ok=True)
             (args.heatmaps / f"{Path(image['name']).stem}_heatmap.png").write_bytes(base64.b64decode(image["heatmap_png"]))
     study = result["study"]
+    if result.get("body_part"):
+        print(f"body part: {result['body_part']} (model {result['model_id']}, chosen by {result['body_part_source']})")
     print(f"study: P(abnormal) = {study['probability']:.3f} at threshold {result['threshold']:.3f} -> "
           f"{'ABNORMAL' if study['abnormal'] else 'normal'} (audit #{result['audit_id']})")
     if result.get("heatmap_caption"):

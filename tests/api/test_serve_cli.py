@@ -115,3 +115,9 @@ def _run_example_client(base: str, key: str, tmp_path: Path) -> None:
                              env={**os.environ, "FRACTURESCAN_API_KEY": "fsk_wrong"}, capture_output=True,
                              text=True, timeout=120)
     assert refused.returncode == 1 and refused.stderr.startswith("error: 401: Invalid or revoked API key")
+    routed = subprocess.run([sys.executable, str(script), base, str(study), "--body-part", "wrist"],
+                            env={**os.environ, "FRACTURESCAN_API_KEY": key}, capture_output=True, text=True, timeout=120)
+    assert routed.returncode == 0 and "body part: XR_WRIST (model run, chosen by request)" in routed.stdout
+    elbow = subprocess.run([sys.executable, str(script), base, str(study), "--body-part", "elbow"],
+                           env={**os.environ, "FRACTURESCAN_API_KEY": key}, capture_output=True, text=True, timeout=120)
+    assert elbow.returncode == 1 and elbow.stderr.startswith("error: 422: No model covers XR_ELBOW")
