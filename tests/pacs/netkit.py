@@ -94,8 +94,8 @@ def send(port: int, items: Iterable[Dataset | Path], *, aet: str = "FRACTURESCAN
 
     ae = AE(ae_title="TESTSCU")
     for context in contexts:  # one transfer syntax each: raw files need their own one accepted
-        ae.add_requested_context(context, ExplicitVRLittleEndian)
-        ae.add_requested_context(context, "1.2.840.10008.1.2")
+        for syntax in (ExplicitVRLittleEndian, "1.2.840.10008.1.2", "1.2.840.10008.1.2.4.90"):
+            ae.add_requested_context(context, syntax)  # JPEG 2000 lossless for the real samples
     assoc = ae.associate("127.0.0.1", port, ae_title=aet)
     assert assoc.is_established
     statuses: list[int | None] = []

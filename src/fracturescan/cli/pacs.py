@@ -97,3 +97,56 @@ def study_key_command(
     for event in recent_events(open_store(db), limit=100000):
         if event["detail"].startswith(key + ":"):
             typer.echo(f"{event['created_at_utc']}\t{event['action']}\t{event['detail']}")
+
+
+@command("analyse", group=pacs_app)
+def pacs_analyse(
+    url: str = typer.Option(..., "--url", help="DICOMweb root of the PACS, e.g. http://pacs:8042/dicom-web."),
+    study: Optional[list[str]] = typer.Option(None, "--study", help="StudyInstanceUID (repeatable)."),
+    since: Optional[str] = typer.Option(None, "--since", help="Worklist: studies from this date (YYYYMMDD)."),
+    until: Optional[str] = typer.Option(None, "--until", help="Worklist: studies up to this date (YYYYMMDD)."),
+    modality: str = typer.Option("CR", "--modality", help="Worklist: modality in the study (CR or DX)."),
+    force: bool = typer.Option(False, "--force", help="Analyse studies that already hold a result series."),
+    models: Optional[Path] = _MODELS, model: Optional[list[Path]] = _MODEL, db: str = _DB,
+    storage: Path = typer.Option(Path("dicom-node"), "--storage", help="Folder where result files are kept too."),
+    key_file: Optional[Path] = _KEY,
+) -> None:
+    """Pull studies over DICOMweb (QIDO-RS + WADO-RS), analyse them, and store the SR and
+    heatmap secondary captures back into each study (STOW-RS)."""
+    _require_pacs_extra()
+    import re
+
+    from ..pacs.dicomweb import WorklistQuery, analyse_studies, client, find_studies
+    from ..pacs.node import NodeConfig
+    from ..pacs.node_work import NodeWork
+    from ..pacs.studykey import load_or_create_key
+
+    if models is None and not model:
+        raise FracturescanError("Give --models DIR (a folder of training runs) or --model PATH.")
+    for name, value in (("--since", since), ("--until", until)):
+        if value is not None and not re.fullmatch(r"\d{8}", value):
+            raise FracturescanError(f"{name} {value!r} is not a date as YYYYMMDD.")
+    if not study and not (since or until):
+        raise FracturescanError("Give --study UID, or a worklist with --since/--until YYYYMMDD.")
+    config = NodeConfig(storage=storage, db_url=db, key=load_or_create_key(key_file or storage / "study.key"),
+                        models_dir=models, model_paths=tuple(model or ()), stow_url=url)
+    work = NodeWork(config)
+    work.load()
+    uids = list(study or []) or find_studies(client(url), WorklistQuery(since, until, modality.upper()))
+    if not uids:
+        typer.echo("No study matches.")
+        return
+    failures = 0
+    for uid, record, note in analyse_studies(work, url, uids, skip_done=not force):
+        if record is None:
+            typer.echo(f"{uid}: skipped, {note}")
+        elif not record.objects:
+            typer.echo(f"{uid}: no result: it holds no image to analyse or refuse")
+        elif record.error or not record.sent:
+            failures += 1
+            typer.echo(f"{uid}: results NOT stored: {record.error or 'nothing to send'}", err=True)
+        else:
+            typer.echo(f"{uid}: {record.n_analysed} image(s) analysed, {record.n_refused} refused, "
+                       f"audit #{record.audit_id}; {len(record.objects)} result object(s) stored")
+    if failures:
+        raise FracturescanError(f"{failures} of {len(uids)} studies could not be completed (see above).")

@@ -190,7 +190,7 @@ class DicomNode:
         with self._lock:
             files = dict(study.files)
         try:
-            record = self.work.analyse(study_uid, study.key, files, study.previous_sr, study.audit_id)
+            record = self.work.analyse(study.key, dict(files), study.previous_sr, study.audit_id)
         except Exception as exc:  # the node keeps serving whatever one study does
             log.exception("analysis of %s failed: %s", study.key, type(exc).__name__)
             record = AnalysisRecord(study.key, None, study.audit_id, 0, 0, [], False, type(exc).__name__)

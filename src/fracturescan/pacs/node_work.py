@@ -1,5 +1,6 @@
-"""The DICOM node's work on one study: policy checks, analysis through the service layer,
-result objects, sending, and the audit event (:class:`NodeWork`)."""
+"""The work on one study shared by the DICOM node and ``fracturescan pacs analyse``: policy
+checks, analysis through the service layer, result objects, sending, and the audit event
+(:class:`NodeWork`)."""
 
 from __future__ import annotations
 
@@ -71,17 +72,17 @@ class NodeWork:
             log.info("DICOM node loaded model %s (%s)", choice.model_id, choice.version)
         return choice, self._predictors[key], active_threshold(self.engine, choice)
 
-    def analyse(self, study_uid: str, key: str, files: dict[str, Path], previous_sr: Dataset | None,
-                previous_audit: int | None) -> AnalysisRecord:
-        """Analyse the study's files (all of them, also on a re-analysis), write and send the
-        result objects, and append the audit event."""
+    def analyse(self, key: str, files: dict[str, Path | bytes], previous_sr: Dataset | None = None,
+                previous_audit: int | None = None) -> AnalysisRecord:
+        """Analyse the study's objects ({SOPInstanceUID: file or its bytes}; all of them, also
+        on a re-analysis), write and send the result objects, and append the audit event."""
         from fracturescan.pacs.node import AnalysisRecord
         from fracturescan.service import on_model_thread
         from fracturescan.store.audit import log_event
 
         candidates, refusals, images_seen = [], [], False
-        for sop_uid, path in sorted(files.items()):
-            data = path.read_bytes()
+        for sop_uid, source in sorted(files.items()):
+            data = source.read_bytes() if isinstance(source, Path) else source
             header = read_header(data, f"{sop_uid}.dcm")
             if header is None:
                 log.info("%s: an object whose header cannot be parsed is skipped", key)
