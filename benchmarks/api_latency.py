@@ -40,7 +40,7 @@ from fracturescan.models import build_model, save_checkpoint
 from fracturescan.service import on_model_thread  # the baseline runs where the endpoint's work runs
 from fracturescan.store.apikeys import create_key
 from fracturescan.store.users import create_user, open_store
-from fracturescan.webapp.config import AppConfig
+from fracturescan.appconfig import AppConfig
 from inference_latency import alternating_blocks, machine, pct, print_table  # the sibling benchmark's helpers
 
 

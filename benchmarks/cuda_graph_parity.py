@@ -18,7 +18,7 @@ import sys
 
 import torch
 
-from fracturescan.models.registry import FractureNet
+from fracturescan.models.network import FractureNet
 from fracturescan.training.step import TrainStep, keep_tensor_lr, make_optimizer, tensor_lrs
 
 

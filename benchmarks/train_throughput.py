@@ -46,7 +46,9 @@ from fracturescan.data.cache import build_cache
 from fracturescan.data.mura import load_mura
 from fracturescan.data.records import ImageRecord
 from fracturescan.data.synth import generate_mura_phantoms
-from fracturescan.data.transforms import IMAGENET_MEAN, IMAGENET_STD, AugmentConfig, augment_batch, normalise
+from fracturescan.config import AugmentConfig
+from fracturescan.data.transforms import augment_batch, normalise
+from fracturescan.models.registry import IMAGENET_MEAN, IMAGENET_STD
 from fracturescan.inference import resolve_device
 from fracturescan.models import build_model
 from fracturescan.training.step import GPU_SYNC_EVERY, GRAPH_WARMUP_STEPS, TrainStep, make_optimizer
@@ -145,7 +147,7 @@ def fast_batches(pixels: torch.Tensor, labels: torch.Tensor, batch: int, device:
     aug = AugmentConfig()
     while True:
         idx = torch.randint(len(pixels), (batch,), generator=gen).to(device)
-        x = normalise(augment_batch(pixels[idx], aug, gen))
+        x = normalise(augment_batch(pixels[idx], aug, gen), IMAGENET_MEAN, IMAGENET_STD)
         if device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
         yield x, labels[idx]

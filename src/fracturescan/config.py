@@ -11,12 +11,15 @@ as numbers.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError, FracturescanError
+
+if TYPE_CHECKING:
+    from .models.preprocessing import Preprocessing
 
 
 def _not_bool(value: Any) -> Any:
@@ -68,7 +71,12 @@ class TrainConfig(_Frozen):
     body_part: str = "XR_WRIST"
     arch: str = "densenet121"
     weights: str = "imagenet"
-    image_size: Int = Field(224, ge=32)
+    #: Square input side; None: the architecture's own (224 for DenseNet121, 299 for Inception v3).
+    image_size: Int | None = Field(None, ge=32)
+    #: Per-channel normalisation; None: the architecture's pretrained statistics (ImageNet's for
+    #: most, 0.5/0.5 for Inception and GoogLeNet). See models/preprocessing.py.
+    mean: list[Float] | None = None
+    std: list[Float] | None = None
     batch_size: Int = Field(32, ge=1)
     eval_batch_size: Int = Field(64, ge=1)
     epochs: Int = Field(30, ge=1)
@@ -144,7 +152,15 @@ class TrainConfig(_Frozen):
             raise ValueError("cuda_graph and compile are alternatives; choose one")
         if self.threshold_method == "sensitivity" and self.target_sensitivity is None:
             raise ValueError("threshold_method 'sensitivity' needs target_sensitivity")
+        _as_value_error(lambda _: self.preprocessing(), None)  # e.g. a ViT at another size: fail now
         return self
+
+    def preprocessing(self) -> "Preprocessing":
+        """The input contract of this run: the architecture's defaults plus this config's
+        ``image_size`` / ``mean`` / ``std`` (resolved once; the checkpoint records the result)."""
+        from .models.preprocessing import resolve_preprocessing
+
+        return resolve_preprocessing(self.arch, input_size=self.image_size, mean=self.mean, std=self.std)
 
 
 def _as_value_error(check: Any, value: Any) -> None:

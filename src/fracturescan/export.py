@@ -1,9 +1,9 @@
-"""ONNX export of a checkpoint and an ONNX Runtime model for fast CPU inference.
+"""ONNX export of a checkpoint, and the choice of backend for a Predictor.
 
 ``export_onnx`` writes ``model.onnx`` into the checkpoint directory (dynamic batch axis), checks
 it against the torch model on full-size inputs before keeping it, and records its SHA-256 in
-``metadata.json`` as ``onnx_sha256``. :class:`OnnxModel` refuses a ``model.onnx`` whose hash
-differs from the recorded one, exactly as checkpoints refuse tampered safetensors.
+``metadata.json`` as ``onnx_sha256``. Running it is :mod:`fracturescan.onnx_runtime`, whose
+:class:`OnnxModel` refuses a ``model.onnx`` whose hash differs from the recorded one.
 
 The graph takes the *normalised* float input ``(N, C, H, W)`` and returns one logit per image,
 like :class:`~fracturescan.models.FractureNet`; preprocessing stays in Python so the torch and
@@ -16,30 +16,27 @@ are imported only when used.
 from __future__ import annotations
 
 import logging
-import os
-import uuid
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
-from typing import Any
 
 import numpy as np
 import torch
 
-from .data.transforms import normalise
+from .checkpoint import Checkpoint
 from .errors import CheckpointError, MissingExtraError
-from .models.checkpoint import file_sha256, load_checkpoint, read_metadata, resolve_checkpoint_dir, update_metadata
+from .fileio import atomic_path, sha256_file
+from .models.preprocessing import Preprocessing
+# The runtime side, re-exported: the export is checked with it, and users import it from here.
+from .onnx_runtime import (INPUT_NAME, ONNX_FILE, OUTPUT_NAME, OnnxModel, import_onnxruntime,  # noqa: F401
+                           onnxruntime_available)
 
 log = logging.getLogger(__name__)
 
-ONNX_FILE = "model.onnx"
 #: Lowest opset with every op DenseNet/ResNet-style backbones need and broad runtime support.
 DEFAULT_OPSET = 17
 #: Largest |logit_onnx - logit_torch| accepted right after export.
 DEFAULT_TOLERANCE = 1e-4
-INPUT_NAME = "input"
-OUTPUT_NAME = "logit"
 
 
 class OnnxExportError(CheckpointError):
@@ -56,110 +53,18 @@ class ExportResult:
     opset: int
 
 
-def import_onnxruntime() -> ModuleType:
-    """Return the ``onnxruntime`` module, or raise :class:`MissingExtraError` naming the extra."""
-    try:
-        import onnxruntime
-    except ImportError as exc:
-        raise MissingExtraError("onnxruntime", "onnx", "ONNX Runtime inference") from exc
-    return onnxruntime
+def load_onnx_model(checkpoint: "Checkpoint | Path | str", threads: int | None = None) -> OnnxModel:
+    """A checkpoint's verified ``model.onnx`` (see :meth:`Checkpoint.onnx_model`)."""
+    return Checkpoint.open(checkpoint).onnx_model(threads)
 
 
-def onnxruntime_available() -> bool:
-    """True when ``onnxruntime`` can be imported."""
-    try:
-        import_onnxruntime()
-    except MissingExtraError:
-        return False
-    return True
-
-
-class OnnxModel:
-    """An ONNX Runtime session over a checkpoint's verified ``model.onnx``.
-
-    Calling it with a normalised float32 ``(N, C, H, W)`` array returns ``(N,)`` float32 logits.
-    """
-
-    def __init__(self, path: Path | str, *, expected_sha256: str | None = None,
-                 threads: int | None = None) -> None:
-        """Open ``path``; if ``expected_sha256`` is given, refuse a file that does not match it.
-
-        Args:
-            threads: intra-op threads (default: ``torch.get_num_threads()``, so one thread budget
-                governs both backends and ``OMP_NUM_THREADS`` / ``torch.set_num_threads`` apply).
-
-        Raises:
-            MissingExtraError: onnxruntime is not installed.
-            CheckpointError: the file is missing, tampered with, or not a valid ONNX model.
-        """
-        ort = import_onnxruntime()
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise CheckpointError(f"{self.path} is missing: run `fracturescan export MODEL --onnx` first")
-        if expected_sha256 is not None and file_sha256(self.path) != expected_sha256:
-            raise CheckpointError(
-                f"{self.path} does not match the onnx_sha256 recorded in metadata.json: the file is "
-                "corrupt or was modified after export. Re-run `fracturescan export MODEL --onnx`."
-            )
-        self.threads = int(threads or torch.get_num_threads())
-        try:
-            self.session = ort.InferenceSession(str(self.path), sess_options=_session_options(ort, self.threads),
-                                                providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
-            raise CheckpointError(f"{self.path} is not a loadable ONNX model ({exc}); re-export it") from exc
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        """Logits for a normalised float ``(N, C, H, W)`` batch."""
-        feed = {INPUT_NAME: np.ascontiguousarray(x, dtype=np.float32)}
-        return np.asarray(self.session.run([OUTPUT_NAME], feed)[0], dtype=np.float32).reshape(-1)
-
-    def probabilities(self, pixels: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...],
-                      channels: int = 3, batch_size: int = 32) -> np.ndarray:
-        """P(abnormal) for uint8 ``(N, H, W)`` preprocessed images (same normalisation as torch)."""
-        out = np.empty(len(pixels), dtype=np.float64)
-        for start in range(0, len(pixels), batch_size):
-            chunk = torch.from_numpy(np.array(pixels[start : start + batch_size], dtype=np.uint8))
-            x = normalise(chunk, mean, std, channels).numpy()
-            logits = self(x).astype(np.float64)
-            out[start : start + len(chunk)] = 1.0 / (1.0 + np.exp(-logits))
-        return out
-
-
-def _session_options(ort: ModuleType, threads: int) -> Any:
-    opts = ort.SessionOptions()
-    # All graph rewrites (conv+BN folding, layout changes) are what make ORT beat eager torch.
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.intra_op_num_threads = threads
-    # One graph, one stream of work: a second pool would only compete for the same cores.
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    return opts
-
-
-def load_onnx_model(directory: Path | str, threads: int | None = None) -> OnnxModel:
-    """Open a checkpoint's ``model.onnx`` after checking it against ``onnx_sha256`` in its metadata.
-
-    Raises:
-        CheckpointError: no export recorded in the metadata, or the file does not match it.
-        MissingExtraError: onnxruntime is not installed.
-    """
-    directory = resolve_checkpoint_dir(directory)
-    meta = read_metadata(directory)
-    if not meta.onnx_sha256:
-        raise CheckpointError(
-            f"{directory / ONNX_FILE} has no onnx_sha256 in metadata.json, so it cannot be verified: "
-            "re-run `fracturescan export MODEL --onnx`"
-        )
-    return OnnxModel(directory / ONNX_FILE, expected_sha256=meta.onnx_sha256, threads=threads)
-
-
-def check_inputs(size: int, channels: int, mean: tuple[float, ...], std: tuple[float, ...],
-                 batch: int = 3, seed: int = 0) -> torch.Tensor:
+def check_inputs(preprocessing: Preprocessing, batch: int = 3, seed: int = 0) -> torch.Tensor:
     """Normalised ``(batch, channels, size, size)`` inputs that look like radiographs.
 
     A dark background with a bright, blurred, noisy blob stands in for bone: the full uint8 range
     is used, so the comparison exercises the same activations real images do.
     """
+    size = preprocessing.input_size
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:size, 0:size] / size
     images = []
@@ -168,7 +73,7 @@ def check_inputs(size: int, channels: int, mean: tuple[float, ...], std: tuple[f
         blob = np.exp(-(((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r)))
         img = 20 + 200 * blob + rng.normal(0, 12, (size, size))
         images.append(np.clip(img, 0, 255).astype(np.uint8))
-    return normalise(torch.from_numpy(np.stack(images)), mean, std, channels)
+    return preprocessing.normalise(torch.from_numpy(np.stack(images)))
 
 
 def _torch_export(model: torch.nn.Module, example: torch.Tensor, path: Path, opset: int) -> None:
@@ -187,7 +92,7 @@ def _torch_export(model: torch.nn.Module, example: torch.Tensor, path: Path, ops
         )
 
 
-def export_onnx(directory: Path | str, *, opset: int = DEFAULT_OPSET,
+def export_onnx(checkpoint: "Checkpoint | Path | str", *, opset: int = DEFAULT_OPSET,
                 tolerance: float = DEFAULT_TOLERANCE, threads: int | None = None) -> ExportResult:
     """Export a checkpoint's model to ``model.onnx`` beside its weights, verified against torch.
 
@@ -202,39 +107,36 @@ def export_onnx(directory: Path | str, *, opset: int = DEFAULT_OPSET,
     """
     if opset < DEFAULT_OPSET:
         raise OnnxExportError(f"opset {opset} is too old: use {DEFAULT_OPSET} or newer")
-    directory = resolve_checkpoint_dir(directory)
+    checkpoint = Checkpoint.open(checkpoint)
     import_onnxruntime()  # fail before the slow export, not after it
-    model, meta = load_checkpoint(directory, map_location="cpu")
-    mean, std, size, channels = tuple(meta.mean), tuple(meta.std), int(meta.input_size), int(meta.channels)
-    inputs = check_inputs(size, channels, mean, std)
-    tmp = directory / f".{ONNX_FILE}.tmp-{uuid.uuid4().hex[:8]}"
+    model = checkpoint.load_model("cpu")
+    inputs = check_inputs(checkpoint.preprocessing)
+    target = checkpoint.path(ONNX_FILE)
     try:
-        with torch.no_grad():
-            _torch_export(model, inputs[:1], tmp, opset)
-            expected = model(inputs).float().numpy()
-        actual = OnnxModel(tmp, threads=threads)(inputs.numpy())
-        diff = float(np.max(np.abs(actual - expected)))
-        if not diff <= tolerance:  # also catches NaN
-            raise OnnxExportError(
-                f"ONNX Runtime output differs from torch by {diff:.3g} (> {tolerance:g}) on "
-                f"{size}px inputs: model.onnx was not written. Try another --opset or report a bug."
-            )
-        sha = file_sha256(tmp)
-        os.replace(tmp, directory / ONNX_FILE)
+        with atomic_path(target) as tmp:
+            with torch.no_grad():
+                _torch_export(model, inputs[:1], tmp, opset)
+                expected = model(inputs).float().numpy()
+            actual = OnnxModel(tmp, threads=threads)(inputs.numpy())
+            diff = float(np.max(np.abs(actual - expected)))
+            if not diff <= tolerance:  # also catches NaN
+                raise OnnxExportError(
+                    f"ONNX Runtime output differs from torch by {diff:.3g} (> {tolerance:g}) on "
+                    f"{checkpoint.preprocessing.input_size}px inputs: model.onnx was not written. "
+                    "Try another --opset or report a bug.")
+            sha = sha256_file(tmp)
     except (RuntimeError, torch.onnx.OnnxExporterError) as exc:
-        raise OnnxExportError(f"torch could not export {meta.arch} to ONNX opset {opset}: {exc}") from exc
-    finally:
-        tmp.unlink(missing_ok=True)
-    update_metadata(directory, onnx_sha256=sha)
-    log.info("Exported %s (opset %d), max |logit diff| vs torch %.2e", directory / ONNX_FILE, opset, diff)
-    return ExportResult(directory / ONNX_FILE, sha, diff, opset)
+        raise OnnxExportError(f"torch could not export {checkpoint.metadata.arch} to ONNX opset {opset}: {exc}") from exc
+    checkpoint.update(onnx_sha256=sha)
+    log.info("Exported %s (opset %d), max |logit diff| vs torch %.2e", target, opset, diff)
+    return ExportResult(target, sha, diff, opset)
 
 
 #: Values of ``Predictor.from_checkpoint(backend=...)``.
 BACKENDS = ("auto", "torch", "onnx")
 
 
-def select_onnx_model(directory: Path | str, backend: str = "auto",
+def select_onnx_model(checkpoint: Checkpoint, backend: str = "auto",
                       device: torch.device | str = "cpu") -> OnnxModel | None:
     """The ONNX Runtime model a Predictor should use, or None for torch.
 
@@ -251,18 +153,17 @@ def select_onnx_model(directory: Path | str, backend: str = "auto",
 
     if backend not in BACKENDS:
         raise ConfigError(f"unknown inference backend {backend!r}: use one of {', '.join(BACKENDS)}")
-    directory = resolve_checkpoint_dir(directory)
     device = torch.device(device)
     if backend == "torch":
         return None
     if backend == "onnx":
         if device.type != "cpu":
             raise ConfigError(f"the ONNX Runtime backend runs on the CPU, not {device}: use --device cpu")
-        return load_onnx_model(directory)
-    if device.type != "cpu" or not (directory / ONNX_FILE).is_file():
+        return checkpoint.onnx_model()
+    if device.type != "cpu" or not checkpoint.path(ONNX_FILE).is_file():
         return None
     if not onnxruntime_available():
         log.info("%s exists but onnxruntime is not installed: using torch (pip install "
-                 "'fracturescan[onnx]' for faster CPU inference)", directory / ONNX_FILE)
+                 "'fracturescan[onnx]' for faster CPU inference)", checkpoint.path(ONNX_FILE))
         return None
-    return load_onnx_model(directory)
+    return checkpoint.onnx_model()

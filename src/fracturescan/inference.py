@@ -1,8 +1,8 @@
-"""Predictor: load a checkpoint once; predict an image, a study, a folder or a whole MURA tree.
+"""Predictor: one loaded checkpoint; predict an image, a study, a folder or a whole MURA tree.
 
-Preprocessing is rebuilt from the checkpoint's metadata (input size, normalisation), and uses the
+Preprocessing is the checkpoint's contract (:attr:`Checkpoint.preprocessing`), applied with the
 same reader and resize as the training cache, so every front end sees identical model inputs.
-A study's probability is the mean of its images' probabilities (MURA paper).
+A study's probability is :func:`fracturescan.decision.study_probability` of its images'.
 """
 
 from __future__ import annotations
@@ -16,29 +16,20 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .data.inputs import CollectedInputs, collect_inputs
+from .checkpoint import Checkpoint
 from .data.images import DEFAULT_MAX_PIXELS, read_image, resize_square
-from .data.transforms import normalise
+from .data.inputs import CollectedInputs, collect_inputs
+from .decision import study_probability
+from .devices import resolve_device
 from .errors import FracturescanError
-from .models.checkpoint import load_checkpoint, resolve_checkpoint_dir
+from .models.preprocessing import Preprocessing
 
 if TYPE_CHECKING:
-    from .export import OnnxModel
+    from .explain.reference import Reference
+    from .onnx_runtime import OnnxModel
+    from .models.metadata import CheckpointMetadata
 
 log = logging.getLogger(__name__)
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` → CUDA when available, else CPU; otherwise the named device."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise FracturescanError(f"Unknown device {name!r}: use auto, cpu, cuda or cuda:N.") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise FracturescanError("Device 'cuda' was requested but no CUDA GPU is available: use --device cpu.")
-    return device
 
 
 @torch.no_grad()
@@ -46,20 +37,19 @@ def predict_pixels(
     model: torch.nn.Module,
     pixels: np.ndarray | torch.Tensor,
     *,
-    mean: tuple[float, ...],
-    std: tuple[float, ...],
+    preprocessing: Preprocessing,
     device: torch.device,
     batch_size: int = 64,
     progress: bool = False,
 ) -> np.ndarray:
-    """Probabilities of abnormality for a uint8 (N, H, W) array of preprocessed images."""
+    """Probabilities of abnormality for a uint8 (N, H, W) array of resized images."""
     model.eval()
     out = np.empty(len(pixels), dtype=np.float64)
     starts = range(0, len(pixels), batch_size)
     for start in tqdm(starts, desc="predicting", unit="batch", disable=not progress, leave=False):
         chunk = pixels[start : start + batch_size]
         batch = torch.from_numpy(np.array(chunk, dtype=np.uint8)).to(device)
-        logits = model(normalise(batch, mean, std))
+        logits = model(preprocessing.normalise(batch))
         out[start : start + len(chunk)] = torch.sigmoid(logits.float()).cpu().numpy().reshape(-1)
     return out
 
@@ -86,47 +76,57 @@ class StudyPrediction:
 
 
 class Predictor:
-    """A loaded model plus its preprocessing and decision threshold."""
+    """A loaded :class:`~fracturescan.checkpoint.Checkpoint`: its network on a device (plus its
+    ONNX Runtime model when that backend is chosen), its preprocessing and decision threshold."""
 
-    def __init__(self, model: torch.nn.Module, metadata, device: torch.device, onnx_model: "OnnxModel | None" = None) -> None:
-        self.model = model.to(device).eval()
-        self.metadata = metadata
-        self.device = device
-        # The torch model stays loaded either way: Grad-CAM needs its gradients.
-        self.onnx_model = onnx_model
-        #: "onnx" (ONNX Runtime computes probabilities) or "torch".
-        self.backend = "torch" if onnx_model is None else "onnx"
-        #: The explanation reference (:mod:`fracturescan.explain.reference`), if the checkpoint has one.
-        self.reference = None
-
-    @classmethod
-    def from_checkpoint(cls, path: Path | str, device: str = "auto", backend: str = "auto") -> "Predictor":
-        """Load a checkpoint directory (or a run directory holding ``best/``).
-
-        ``backend``: ``auto`` uses ONNX Runtime on the CPU when the checkpoint holds a verified
+    def __init__(self, checkpoint: Checkpoint, device: torch.device | str = "auto", backend: str = "auto") -> None:
+        """``backend``: ``auto`` uses ONNX Runtime on the CPU when the checkpoint holds a verified
         ``model.onnx`` and onnxruntime is installed, else torch; ``torch`` forces torch; ``onnx``
         forces ONNX Runtime (see :func:`fracturescan.export.select_onnx_model`).
+
+        Raises:
+            CheckpointError: weights, reference or ONNX export missing or tampered with.
         """
         from .export import select_onnx_model
 
-        dev = resolve_device(device)
-        directory = resolve_checkpoint_dir(Path(path))
-        model, metadata = load_checkpoint(directory, map_location=dev)
-        predictor = cls(model, metadata, dev, select_onnx_model(directory, backend, dev))
-        from .explain.reference import load_reference
+        self.checkpoint = checkpoint
+        self.device = resolve_device(device)
+        # The torch model stays loaded either way: heatmaps need its gradients.
+        self.model = checkpoint.load_model(self.device).eval()
+        self.onnx_model: OnnxModel | None = select_onnx_model(checkpoint, backend, self.device)
+        #: "onnx" (ONNX Runtime computes probabilities) or "torch".
+        self.backend = "torch" if self.onnx_model is None else "onnx"
+        checkpoint.reference  # noqa: B018  (verify it now: a tampered file fails at load, not mid-study)
 
-        predictor.reference = load_reference(directory)
-        return predictor
+    @classmethod
+    def from_checkpoint(cls, path: "Path | str | Checkpoint", device: str = "auto", backend: str = "auto") -> "Predictor":
+        """Load a checkpoint directory, a run directory holding ``best/``, or an open Checkpoint."""
+        return cls(Checkpoint.open(path), device, backend)
+
+    @property
+    def metadata(self) -> "CheckpointMetadata":
+        """The checkpoint's metadata."""
+        return self.checkpoint.metadata
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        """The checkpoint's input contract."""
+        return self.checkpoint.preprocessing
+
+    @property
+    def reference(self) -> "Reference | None":
+        """The checkpoint's verified explanation reference, if it has one."""
+        return self.checkpoint.reference
 
     @property
     def threshold(self) -> float:
         """Decision threshold stored in the checkpoint (chosen on the hold-out)."""
-        return float(self.metadata.threshold)
+        return self.checkpoint.threshold
 
     @property
     def image_size(self) -> int:
         """Square input size the model was trained at."""
-        return int(self.metadata.input_size)
+        return self.preprocessing.input_size
 
     def preprocess(self, image: np.ndarray) -> np.ndarray:
         """A float [0,1] image from :func:`read_image` → the uint8 model input."""
@@ -135,12 +135,9 @@ class Predictor:
     def probabilities(self, pixels: np.ndarray, batch_size: int = 32) -> np.ndarray:
         """Probabilities for preprocessed uint8 (N, size, size) images."""
         if self.onnx_model is not None:
-            return self.onnx_model.probabilities(pixels, tuple(self.metadata.mean), tuple(self.metadata.std),
-                                                 batch_size=batch_size)
-        return predict_pixels(
-            self.model, pixels, mean=tuple(self.metadata.mean), std=tuple(self.metadata.std),
-            device=self.device, batch_size=batch_size,
-        )
+            return self.onnx_model.probabilities(pixels, self.preprocessing, batch_size=batch_size)
+        return predict_pixels(self.model, pixels, preprocessing=self.preprocessing, device=self.device,
+                              batch_size=batch_size)
 
     def predict_image(self, source: Path | str | bytes, name: str | None = None,
                       max_pixels: int = DEFAULT_MAX_PIXELS) -> float:
@@ -181,6 +178,6 @@ class Predictor:
         studies = []
         for study_id, items in grouped.items():
             probs = [i.probability for i in items if i.probability is not None]
-            p = float(np.mean(probs)) if probs else None
+            p = study_probability(probs)
             studies.append(StudyPrediction(study_id, len(probs), p, None if p is None else p >= self.threshold))
         return studies

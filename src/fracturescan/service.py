@@ -3,7 +3,9 @@ analysis of uploaded files, heatmap overlays.
 
 Neither Streamlit nor FastAPI is imported here, and no ML lives here: probabilities come from
 :class:`~fracturescan.inference.Predictor` and heatmaps from :mod:`fracturescan.explain`,
-through the one adapter :func:`explain_one`.
+through the one adapter :func:`explain_one`. The front ends talk to this module's typed
+interface: a :class:`ModelChoice` (a discovered :class:`~fracturescan.checkpoint.Checkpoint`),
+a :class:`Predictor`, the store's SQLAlchemy ``Engine`` and the asking user's ``UserInfo``.
 """
 
 from __future__ import annotations
@@ -18,34 +20,30 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
 
 import numpy as np
 from PIL import Image
 
+from fracturescan.checkpoint import Checkpoint
 from fracturescan.data.images import read_image, sniff_format
+from fracturescan.decision import study_probability
 from fracturescan.errors import FracturescanError, ImageReadError
-from fracturescan.models.checkpoint import CARD_FILE, CheckpointMetadata, read_metadata, resolve_checkpoint_dir
+from fracturescan.explain import METHOD_LABELS, caption_lines, explain_image, overlay
+from fracturescan.explain.overlay import captioned_figure
+from fracturescan.inference import Predictor
+from fracturescan.models.metadata import CheckpointMetadata
+from fracturescan.notices import INTENDED_USE, heatmap_caption  # noqa: F401  (re-exported for the front ends)
+
+if TYPE_CHECKING:  # the store is an optional extra (SQLAlchemy); only its types are named here
+    from sqlalchemy import Engine
+
+    from fracturescan.store.users import UserInfo
 
 log = logging.getLogger(__name__)
 
 #: Longest side of images sent to the browser; larger radiographs are downscaled for display.
 DISPLAY_MAX_SIDE = 768
-INTENDED_USE = (
-    "Second reader to help clinicians spot abnormalities (such as fractures) in musculoskeletal "
-    "radiographs. Not a diagnostic device: every result must be reviewed by a qualified clinician."
-)
-HEATMAP_CAPTION = "Grad-CAM heatmap: an explanation aid showing where the model looked, not a diagnosis."
-#: The caption when the heatmap is integrated gradients from the checkpoint's typical-normal reference.
-REFERENCE_HEATMAP_CAPTION = ("Heatmap (integrated gradients against a typical normal image): an explanation aid "
-                             "showing what made the model call this image more abnormal, not a diagnosis.")
-
-
-def heatmap_caption(method: str | None) -> str:
-    """The caption under a heatmap, naming how it was made."""
-    # The literal, not explain's REFERENCE_IG: the app runs without the explain extras too.
-    return REFERENCE_HEATMAP_CAPTION if method == "reference-ig" else HEATMAP_CAPTION
-
 
 #: Pointing-game score below which the app warns that a model's heatmaps miss known fractures.
 LOCALISATION_BAR = 0.6
@@ -81,8 +79,17 @@ class ModelChoice:
     """A checkpoint the admin can activate."""
 
     model_id: str
-    path: Path
-    metadata: CheckpointMetadata
+    checkpoint: Checkpoint
+
+    @property
+    def path(self) -> Path:
+        """The checkpoint directory."""
+        return self.checkpoint.directory
+
+    @property
+    def metadata(self) -> CheckpointMetadata:
+        """The checkpoint's metadata (read once, at discovery)."""
+        return self.checkpoint.metadata
 
     @property
     def version(self) -> str:
@@ -96,7 +103,7 @@ class ModelChoice:
         checkpoint itself or, for ``run/best``, the run directory. Files for other weights (the
         run was retrained since) and unreadable files are ignored.
         """
-        folders = [self.path] + ([self.path.parent] if self.path.name == "best" else [])
+        folders = [self.path] + ([self.checkpoint.run_directory] if self.path.name == "best" else [])
         found = []
         for file in (f for folder in folders for f in folder.glob("pointing_*.json")):
             try:
@@ -111,8 +118,7 @@ class ModelChoice:
 
     def model_card(self) -> str:
         """The checkpoint's MODEL_CARD.md text ('' if missing)."""
-        card = self.path / CARD_FILE
-        return card.read_text(encoding="utf-8") if card.is_file() else ""
+        return self.checkpoint.model_card()
 
 
 def discover_models(models_dir: Path | None, extra: Sequence[Path] = ()) -> list[ModelChoice]:
@@ -129,22 +135,23 @@ def discover_models(models_dir: Path | None, extra: Sequence[Path] = ()) -> list
     seen: set[Path] = set()
     for candidate in candidates:
         try:
-            path = resolve_checkpoint_dir(candidate).resolve()
-            meta = read_metadata(path)
+            opened = Checkpoint.open(candidate)
         except FracturescanError as exc:
             if candidate != models_dir:
                 log.warning("skipping %s: %s", candidate, exc)
             continue
+        path = opened.directory.resolve()
         if path in seen:
             continue
         seen.add(path)
-        name = path.parent.name if path.name == "best" else path.name
+        checkpoint = Checkpoint(path, opened.metadata)
+        name = checkpoint.name
         model_id = name if name not in found else f"{candidate.parent.name}/{name}"
-        found[model_id] = ModelChoice(model_id, path, meta)
+        found[model_id] = ModelChoice(model_id, checkpoint)
     return list(found.values())
 
 
-def active_model(engine: Any, models: list[ModelChoice]) -> ModelChoice | None:
+def active_model(engine: "Engine", models: list[ModelChoice]) -> ModelChoice | None:
     """The admin's chosen model, or the first one found when none was chosen (or it vanished)."""
     from fracturescan.store import settings
 
@@ -155,7 +162,7 @@ def active_model(engine: Any, models: list[ModelChoice]) -> ModelChoice | None:
     return models[0] if models else None
 
 
-def active_threshold(engine: Any, choice: ModelChoice) -> float:
+def active_threshold(engine: "Engine", choice: ModelChoice) -> float:
     """The admin's threshold for this model, else the one stored in its checkpoint."""
     from fracturescan.store import settings
 
@@ -196,9 +203,8 @@ class Analysis:
 
     @property
     def study_probability(self) -> float | None:
-        """Mean of the readable images' probabilities (MURA's study rule)."""
-        probs = [i.probability for i in self.readable]
-        return float(np.mean(probs)) if probs else None
+        """The study's probability from its readable images (:func:`~fracturescan.decision.study_probability`)."""
+        return study_probability([i.probability for i in self.readable])
 
 
 #: The one thread of this process that loads and runs models (see :func:`on_model_thread`).
@@ -221,34 +227,21 @@ def on_model_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     return _MODEL_THREAD.submit(fn, *args, **kwargs).result()
 
 
-def _explain_api() -> tuple[Callable[..., Any], Callable[..., Any]] | None:
-    """The Grad-CAM functions of :mod:`fracturescan.explain`, or None if not available."""
-    try:
-        from fracturescan.explain import explain_image, overlay
-    except ImportError:
-        return None
-    return explain_image, overlay
-
-
-def explain_one(predictor: Any, image: np.ndarray,
+def explain_one(predictor: Predictor, image: np.ndarray,
                 heatmap: bool = True) -> tuple[float, np.ndarray | None, str | None]:
     """THE adapter to the explain API: (probability, heatmap in [0,1] at image size or None,
     the heatmap's method or None). ``heatmap=False`` only scores the image (faster)."""
-    api = _explain_api() if heatmap else None
-    if api is None:
+    if not heatmap:
         pixels = predictor.preprocess(image)
         return float(predictor.probabilities(pixels[None])[0]), None, None
-    explanation = api[0](predictor, image)
+    explanation = explain_image(predictor, image)
     return (float(explanation.probability), np.asarray(explanation.heatmap, dtype=np.float32),
             explanation.method)
 
 
 def make_overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float) -> np.ndarray:
     """uint8 RGB overlay of ``heatmap`` on ``image`` at opacity ``alpha`` (explain's colours)."""
-    api = _explain_api()
-    if api is None:
-        raise RuntimeError("heatmaps need fracturescan.explain")
-    return np.asarray(api[1](image, heatmap, alpha))
+    return np.asarray(overlay(image, heatmap, alpha))
 
 
 def _downscale(array: np.ndarray, max_side: int = DISPLAY_MAX_SIDE) -> np.ndarray:
@@ -288,7 +281,7 @@ def check_upload_size(name: str, size: int, max_bytes: int | None) -> None:
         )
 
 
-def analyse_uploads(predictor: Any, uploads: Sequence[tuple[str, bytes]], threshold: float,
+def analyse_uploads(predictor: Predictor, uploads: Sequence[tuple[str, bytes]], threshold: float,
                     keep_pixels: bool = False, max_bytes: int | None = None,
                     heatmaps: bool = True) -> tuple[Analysis, dict[str, bytes]]:
     """Read, score and (unless ``heatmaps`` is False) explain each upload; unreadable files get
@@ -299,7 +292,6 @@ def analyse_uploads(predictor: Any, uploads: Sequence[tuple[str, bytes]], thresh
     """
     start = time.perf_counter()
     images, stored = [], {}
-    heatmaps = heatmaps and _explain_api() is not None
     for name, data in uploads:
         try:
             check_upload_size(name, len(data), max_bytes)
@@ -330,7 +322,7 @@ def analyse_uploads(predictor: Any, uploads: Sequence[tuple[str, bytes]], thresh
     return analysis, stored
 
 
-def analyse_and_record(engine: Any, user: Any, choice: ModelChoice, predictor: Any, threshold: float,
+def analyse_and_record(engine: "Engine", user: "UserInfo", choice: ModelChoice, predictor: Predictor, threshold: float,
                        uploads: Sequence[tuple[str, bytes]], *, store_pixels: bool = False,
                        max_bytes: int | None = None, heatmaps: bool = True) -> Analysis:
     """:func:`analyse_uploads`, then one audit record for the readable images (its id lands in
@@ -355,9 +347,6 @@ def overlay_png(item: AnalysedImage, threshold: float, synthetic: bool, alpha: f
     None without a heatmap."""
     if item.heatmap is None or item.display is None or item.probability is None:
         return None
-    from fracturescan.explain import METHOD_LABELS, caption_lines
-    from fracturescan.explain.overlay import captioned_figure
-
     lines = caption_lines(item.probability, threshold, synthetic, METHOD_LABELS.get(item.heatmap_method or "", "Heatmap"))
     buffer = io.BytesIO()
     # Level 3 instead of PNG's default 6: half the encoding time for about a fifth more bytes.

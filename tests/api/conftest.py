@@ -59,7 +59,7 @@ def make_client(db_url: str, engine) -> Callable[..., object]:
     from fastapi.testclient import TestClient
 
     from fracturescan.api.app import create_app
-    from fracturescan.webapp.config import AppConfig
+    from fracturescan.appconfig import AppConfig
 
     clients = []
 

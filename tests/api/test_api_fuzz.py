@@ -57,7 +57,7 @@ def fuzz_client(tmp_path_factory: pytest.TempPathFactory, api_checkpoint: Path):
     from fracturescan.api.app import create_app
     from fracturescan.store import users
     from fracturescan.store.apikeys import create_key
-    from fracturescan.webapp.config import AppConfig
+    from fracturescan.appconfig import AppConfig
 
     url = f"sqlite:///{tmp_path_factory.mktemp('fuzz') / 'api.db'}"
     engine = users.open_store(url)  # empty: the first admin gets a one-time password (logged, harmless)

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from fracturescan.cli.main import app, main
 from fracturescan.inference import Predictor
+from fracturescan.notices import SYNTHETIC_MODEL
 from fracturescan.models import build_model, save_checkpoint
 
 from ..conftest import write_png
@@ -39,7 +40,7 @@ def test_predict_study_folder_with_a_broken_file(small_checkpoint: Path, tmp_pat
     result = runner.invoke(app, ["predict", str(small_checkpoint), str(tmp_path / "patient1"), str(single),
                                  "--csv", str(tmp_path / "out.csv"), "--json", str(tmp_path / "out.json")])
     assert result.exit_code == 0, result.output
-    assert "SYNTHETIC PHANTOMS" in result.output and "not a diagnosis" in result.output
+    assert SYNTHETIC_MODEL in result.output and "not a diagnosis" in result.output
     doc = json.loads((tmp_path / "out.json").read_text())
     images = {Path(i["path"]).name: i for i in doc["images"]}
     assert images["image9.png"]["probability"] is None and "image9.png" in images["image9.png"]["error"]

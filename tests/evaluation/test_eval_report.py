@@ -13,6 +13,7 @@ import pytest
 from sklearn import metrics as skm
 
 from fracturescan.errors import DatasetError
+from fracturescan.notices import SYNTHETIC_DATA
 from fracturescan.evaluation.report import write_evaluation_report
 
 THRESHOLD = 0.45
@@ -119,7 +120,7 @@ def test_synthetic_warning_present_iff_synthetic(tmp_path: Path, synthetic: bool
     assert metrics["synthetic"] is synthetic
     for name in ("report.md", "report.html"):
         text = (tmp_path / name).read_text()
-        assert ("SYNTHETIC PHANTOMS" in text) is synthetic, name
+        assert (SYNTHETIC_DATA in text) is synthetic, name
         assert "not a diagnostic device" in text, name
         if synthetic:  # near the top, before any metric
             assert text.index("SYNTHETIC PHANTOMS") < text.index("Summary")

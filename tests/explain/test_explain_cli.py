@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from fracturescan.cli.main import app
 from fracturescan.models.checkpoint import CheckpointMetadata, save_checkpoint
-from fracturescan.models.registry import FractureNet
+from fracturescan.models.network import FractureNet
 
 
 @pytest.fixture(autouse=True)

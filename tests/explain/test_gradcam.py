@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections import OrderedDict
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,8 +14,8 @@ from torch import nn
 
 from fracturescan.explain import explain_image, grad_cam, heatmap_peak, select_cam_layer, upsample
 from fracturescan.inference import Predictor
-from fracturescan.models.checkpoint import CheckpointMetadata
-from fracturescan.models.registry import FractureNet
+from fracturescan.models.checkpoint import save_checkpoint
+from fracturescan.models.network import FractureNet
 
 from ..tolerances import assert_within, probability_bound, sum_bound
 
@@ -76,7 +78,9 @@ def test_tiny_model_matches_autograd_definition() -> None:
 def _densenet_predictor(size: int) -> Predictor:
     torch.manual_seed(3)
     model = FractureNet("densenet121", hidden=16)
-    return Predictor(model, CheckpointMetadata(input_size=size, threshold=0.5), torch.device("cpu"))
+    directory = Path(tempfile.mkdtemp(prefix="fs-gradcam-")) / "ckpt"
+    return Predictor.from_checkpoint(save_checkpoint(directory, model, {"input_size": size, "threshold": 0.5}),
+                                     device="cpu")
 
 
 def _image(h: int = 50, w: int = 37) -> np.ndarray:

@@ -8,7 +8,6 @@ import pytest
 import torch
 from torch import nn
 
-from fracturescan.data.transforms import normalise
 from fracturescan.errors import CheckpointError, FracturescanError
 from fracturescan.explain import explain_image, select_cam_layer
 from fracturescan.explain.integrated import integrated_gradients
@@ -16,7 +15,11 @@ from fracturescan.explain.reference import (REFERENCE_FILE, compute_reference, l
                                             save_reference)
 from fracturescan.inference import Predictor
 from fracturescan.models.checkpoint import read_metadata, save_checkpoint
-from fracturescan.models.registry import FractureNet
+from fracturescan.models.network import FractureNet
+from fracturescan.models.preprocessing import resolve_preprocessing
+
+#: The densenet121 contract at 64 px (ImageNet normalisation), as training would resolve it.
+CONTRACT = resolve_preprocessing("densenet121", input_size=64)
 
 from ..tolerances import (assert_within, forward_bound, logit_magnitude, network_shape, probability_bound,
                           sum_bound)
@@ -48,10 +51,10 @@ def _with_layer_output(model: nn.Module, layer: nn.Module, x: torch.Tensor, valu
 
 def test_attributions_sum_to_the_logit_difference_and_match_a_fine_riemann_sum() -> None:
     model = _model()
+
     name, layer = select_cam_layer(model, 64)
-    ref = compute_reference(model, _pixels(6, 64, 1), input_size=64, mean=(0.485, 0.456, 0.406),
-                            std=(0.229, 0.224, 0.225)).activation
-    x = normalise(_pixels(1, 64, 9))
+    ref = compute_reference(model, _pixels(6, 64, 1), preprocessing=CONTRACT).activation
+    x = CONTRACT.normalise(_pixels(1, 64, 9))
     attr, logit, ref_logit = integrated_gradients(model, layer, x, ref, steps=64)
     assert attr.shape == ref.shape[1:]
     layers, fan_in = network_shape(model)
@@ -84,8 +87,7 @@ def test_attributions_sum_to_the_logit_difference_and_match_a_fine_riemann_sum()
 def test_reference_is_the_mean_activation_of_the_given_images() -> None:
     model = _model()
     pixels = _pixels(5, 64, 2)
-    ref = compute_reference(model, pixels, input_size=64, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
-                            batch_size=2)  # several batches, the last one partial
+    ref = compute_reference(model, pixels, preprocessing=CONTRACT, batch_size=2)  # several batches, the last one partial
     name, layer = select_cam_layer(model, 64)
     store = []
     handle = layer.register_forward_hook(lambda _m, _i, out: store.append(out.detach()))
@@ -93,7 +95,7 @@ def test_reference_is_the_mean_activation_of_the_given_images() -> None:
         # The same batch shapes as above: a forward pass of 1 image and one of 2 may take other
         # kernels with other rounding, which is not what this test is about.
         for start in range(0, 5, 2):
-            model(normalise(pixels[start:start + 2]))
+            model(CONTRACT.normalise(pixels[start:start + 2]))
     handle.remove()
     activations = torch.cat(store)
     # Two float32 means of the same 5 terms, summed in different orders, then divided by 5.
@@ -112,8 +114,7 @@ def test_reference_round_trip_tamper_and_method_choice(tmp_path) -> None:
     with pytest.raises(FracturescanError, match="no explanation reference"):
         explain_image(plain, image, method="reference-ig")
 
-    ref = compute_reference(model, _pixels(4, 64, 5), input_size=64, mean=(0.485, 0.456, 0.406),
-                            std=(0.229, 0.224, 0.225))
+    ref = compute_reference(model, _pixels(4, 64, 5), preprocessing=CONTRACT)
     save_reference(ckpt, ref)
     meta = read_metadata(ckpt)
     assert meta.reference_layer == ref.layer and len(meta.reference_sha256) == 64
@@ -123,11 +124,12 @@ def test_reference_round_trip_tamper_and_method_choice(tmp_path) -> None:
     auto = explain_image(predictor, image)
     assert auto.method == "reference-ig" and auto.reference_logit is not None
     expected = float(predictor.probabilities(predictor.preprocess(image)[None])[0])
-    x = normalise(torch.from_numpy(predictor.preprocess(image)[None]))
+    x = predictor.preprocessing.normalise(torch.from_numpy(predictor.preprocess(image)[None]))
     assert abs(auto.probability - expected) <= float(probability_bound(predictor.model, x)[0])
     assert explain_image(predictor, image, method="grad-cam").method == "grad-cam"
     # A heatmap of a different size keeps Grad-CAM (the reference belongs to one grid).
-    predictor.reference = type(ref)(ref.layer, 96, ref.activation, ref.n_images)
+    # (the checkpoint caches its verified reference; replace that cached value)
+    predictor.checkpoint.__dict__["reference"] = type(ref)(ref.layer, 96, ref.activation, ref.n_images)
     assert explain_image(predictor, image).method == "grad-cam"
     # A modified reference file is refused, like tampered weights.
     raw = bytearray((ckpt / REFERENCE_FILE).read_bytes())
@@ -154,12 +156,11 @@ def test_colour_scale_is_the_median_abnormal_peak_and_keeps_weak_maps_faint(tmp_
     from fracturescan.explain.reference import calibrate
 
     model = _model()
-    norm = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
-    ref = compute_reference(model, _pixels(4, 64, 5), input_size=64, **norm)
+    ref = compute_reference(model, _pixels(4, 64, 5), preprocessing=CONTRACT)
     abnormal = _pixels(5, 64, 8)
-    calibrated = calibrate(model, ref, abnormal, **norm)
+    calibrated = calibrate(model, ref, abnormal, preprocessing=CONTRACT)
     _, layer = select_cam_layer(model, 64)
-    peaks = [float(integrated_gradients(model, layer, normalise(abnormal[i:i + 1]), ref.activation)[0]
+    peaks = [float(integrated_gradients(model, layer, CONTRACT.normalise(abnormal[i:i + 1]), ref.activation)[0]
                    .clamp_min(0).max()) for i in range(5)]
     assert calibrated.abnormal_peak == float(np.median(peaks))  # the same computation, image by image
     ckpt = save_checkpoint(tmp_path / "best", model, {"input_size": 64, "threshold": 0.5})
@@ -178,5 +179,5 @@ def test_colour_scale_is_the_median_abnormal_peak_and_keeps_weak_maps_faint(tmp_
 
 
 def replace_reference(predictor: Predictor, reference) -> Predictor:
-    predictor.reference = reference
+    predictor.checkpoint.__dict__["reference"] = reference  # the checkpoint caches its verified reference
     return predictor

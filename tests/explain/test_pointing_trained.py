@@ -63,7 +63,8 @@ def test_untrained_network_points_clearly_worse(phantom_run, tmp_path) -> None:
     from fracturescan.data.mura import load_mura
     from fracturescan.explain.reference import compute_reference, save_reference
     from fracturescan.models.checkpoint import read_metadata, save_checkpoint
-    from fracturescan.models.registry import FractureNet
+    from fracturescan.models.network import FractureNet
+    from fracturescan.models.preprocessing import Preprocessing
 
     meta = read_metadata(phantom_run.run / "best")
     torch.manual_seed(123)
@@ -72,8 +73,7 @@ def test_untrained_network_points_clearly_worse(phantom_run, tmp_path) -> None:
                                                          "synthetic": True})
     normals = [r for r in load_mura(phantom_run.mura, "train") if r.label == 0]
     pixels = np.array(build_cache(normals, meta.input_size, None, desc="normals").pixels)
-    save_reference(ckpt, compute_reference(model, pixels, input_size=meta.input_size, mean=tuple(meta.mean),
-                                           std=tuple(meta.std)))
+    save_reference(ckpt, compute_reference(model, pixels, preprocessing=Preprocessing.from_metadata(meta)))
     random = pointing_game(Predictor.from_checkpoint(ckpt, device="cpu", backend="torch"), phantom_run.mura,
                            split="valid", progress=False)
     true = _score(phantom_run)

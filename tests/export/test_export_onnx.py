@@ -23,7 +23,6 @@ from fracturescan import export as export_mod  # noqa: E402
 from fracturescan.cli.main import main  # noqa: E402
 from fracturescan.data.images import read_image, resize_square  # noqa: E402
 from fracturescan.data.synth import generate_mura_phantoms  # noqa: E402
-from fracturescan.data.transforms import normalise  # noqa: E402
 from fracturescan.errors import CheckpointError, MissingExtraError  # noqa: E402
 from fracturescan.export import ONNX_FILE, OnnxExportError, export_onnx, load_onnx_model  # noqa: E402
 from fracturescan.inference import Predictor  # noqa: E402
@@ -85,7 +84,8 @@ def _pixels(paths: list[Path], size: int) -> np.ndarray:
 
 def test_onnx_matches_torch_on_224px_radiographs(densenet: Path, phantoms: list[Path]) -> None:
     pixels = _pixels(phantoms, 224)
-    x = normalise(torch.from_numpy(pixels))
+    x = Predictor.from_checkpoint(densenet, device="cpu", backend="torch").preprocessing.normalise(
+        torch.from_numpy(pixels))
     model = Predictor.from_checkpoint(densenet, device="cpu", backend="torch").model
     with torch.no_grad():
         expected = model(x).numpy()

@@ -15,6 +15,7 @@ import torch
 
 import fracturescan
 from fracturescan.errors import CheckpointError
+from fracturescan.notices import SYNTHETIC_MODEL
 from fracturescan.models import (
     CheckpointMetadata,
     build_model,
@@ -218,4 +219,4 @@ def test_model_card_flags_synthetic_data(tmp_path: Path) -> None:
     assert real_card.startswith("# Model card: real")
     assert "not a diagnostic device" in real_card and "| kappa | 0.6200 |" in real_card
     assert "SYNTHETIC" not in real_card
-    assert "TRAINED ON SYNTHETIC PHANTOM IMAGES" in fake_card
+    assert SYNTHETIC_MODEL in fake_card

@@ -20,7 +20,7 @@ import torch
 
 from fracturescan.models import build_model
 from fracturescan.models import checkpoint as ckpt_module
-from fracturescan.models.checkpoint import load_checkpoint, save_checkpoint
+from fracturescan.models import load_checkpoint, save_checkpoint
 from fracturescan.training import callbacks
 from fracturescan.training.callbacks import atomic_torch_save, write_history
 

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from fracturescan.data.transforms import IMAGENET_MEAN, IMAGENET_STD, AugmentConfig, augment_batch, normalise
+from fracturescan.config import AugmentConfig
+from fracturescan.data.transforms import augment_batch, normalise
+from fracturescan.models.registry import IMAGENET_MEAN, IMAGENET_STD
 from fracturescan.errors import DatasetError
 from fracturescan.training.losses import class_weights, weighted_bce
 
@@ -34,7 +36,7 @@ def test_weighted_bce_matches_hand_computation() -> None:
 
 def test_normalise_matches_manual() -> None:
     px = torch.randint(0, 256, (2, 8, 8), dtype=torch.uint8)
-    out = normalise(px)
+    out = normalise(px, IMAGENET_MEAN, IMAGENET_STD)
     assert out.shape == (2, 3, 8, 8)
     for c in range(3):
         manual = (px.float() / 255 - IMAGENET_MEAN[c]) / IMAGENET_STD[c]

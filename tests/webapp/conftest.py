@@ -69,7 +69,7 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def app_env(tmp_path: Path, models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """Environment of a fresh app: its own SQLite file, the models folder, a known admin."""
-    from fracturescan.webapp.config import ENV_DB_URL, ENV_MODELS_DIR
+    from fracturescan.appconfig import ENV_DB_URL, ENV_MODELS_DIR
 
     env = {ENV_DB_URL: f"sqlite:///{tmp_path / 'app.db'}", ENV_MODELS_DIR: str(models_dir),
            "FRACTURESCAN_ADMIN_PASSWORD": ADMIN_PASSWORD}

@@ -273,7 +273,8 @@ def test_heatmap_toggle_and_opacity_use_the_explain_api(engine, monkeypatch: pyt
         calls.append(alpha)
         return (np.stack([heatmap, image, image], -1) * 255).astype(np.uint8)
 
-    monkeypatch.setattr(service, "_explain_api", lambda: (explain_image, overlay))
+    monkeypatch.setattr(service, "explain_image", explain_image)
+    monkeypatch.setattr(service, "overlay", overlay)
     at = login(new_app(), "drsmith", DOCTOR_PASSWORD)
     at.get("file_uploader")[0].set_value(("a.png", png_bytes(5, (1600, 1200)), "image/png"))
     at.run()

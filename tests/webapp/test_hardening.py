@@ -25,7 +25,7 @@ from fracturescan.errors import ConfigError, ImageReadError  # noqa: E402
 from fracturescan.store import settings, users  # noqa: E402
 from fracturescan.store.db import AuditImage, AuditStudy, Event, Feedback  # noqa: E402
 from fracturescan import service  # noqa: E402
-from fracturescan.webapp.config import ENV_MAX_UPLOAD_MB, AppConfig  # noqa: E402
+from fracturescan.appconfig import ENV_MAX_UPLOAD_MB, AppConfig  # noqa: E402
 from fracturescan.webapp.main import ADMIN_PAGES  # noqa: E402
 
 

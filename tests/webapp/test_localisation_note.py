@@ -14,7 +14,7 @@ from .conftest import DOCTOR_PASSWORD, make_checkpoint
 from .test_app import login, new_app, texts
 
 from fracturescan.models.checkpoint import read_metadata  # noqa: E402
-from fracturescan.webapp.config import ENV_MODELS_DIR  # noqa: E402
+from fracturescan.appconfig import ENV_MODELS_DIR  # noqa: E402
 from fracturescan.service import LOCALISATION_BAR, discover_models  # noqa: E402
 
 

@@ -101,7 +101,7 @@ def test_api_keys_and_an_api_prediction_on_postgres(pg_url: str, pg_engine, mode
     from fastapi.testclient import TestClient
 
     from fracturescan.api.app import create_app
-    from fracturescan.webapp.config import AppConfig
+    from fracturescan.appconfig import AppConfig
 
     info, key = apikeys.create_key(pg_engine, "drsmith", "PACS", actor="admin")
     with TestClient(create_app(AppConfig(db_url=pg_url, models_dir=models_dir))) as client:

@@ -20,7 +20,7 @@ from fracturescan.store.audit import (  # noqa: E402
     AUDIT_COLUMNS, ImageRecord, ModelRecord, audit_csv, audit_rows, record_analysis, record_feedback,
 )
 from fracturescan.store.db import APPEND_ONLY_TABLES, utcnow  # noqa: E402
-from fracturescan.webapp.config import AppConfig  # noqa: E402
+from fracturescan.appconfig import AppConfig  # noqa: E402
 from fracturescan.service import discover_models  # noqa: E402
 
 MODEL = ModelRecord("run_x", "sha256:abc", "ab" * 32, synthetic=True)

@@ -17,19 +17,22 @@ from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import Engine
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fracturescan import __version__
+from fracturescan.appconfig import AppConfig
 from fracturescan.errors import CheckpointError, FracturescanError, ImageReadError, RoutingError
+from fracturescan.inference import Predictor
+from fracturescan.notices import INTENDED_USE, SYNTHETIC_MODEL, heatmap_caption
 from fracturescan.routing import part_assignments, route_study
-from fracturescan.service import (INTENDED_USE, LOCALISATION_BAR, AnalysedImage, LocalisationCheck, ModelChoice, active_model,
+from fracturescan.service import (LOCALISATION_BAR, AnalysedImage, LocalisationCheck, ModelChoice, active_model,
                                   active_threshold, analyse_and_record, check_upload_size, discover_models,
-                                  heatmap_caption, on_model_thread, overlay_png)
+                                  on_model_thread, overlay_png)
 from fracturescan.store import settings
 from fracturescan.store.apikeys import authenticate_key
 from fracturescan.store.audit import log_event, record_feedback
 from fracturescan.store.users import AuthenticationError, UserInfo, open_store
-from fracturescan.webapp.config import AppConfig
 
 from . import metrics, schemas
 
@@ -37,8 +40,6 @@ log = logging.getLogger(__name__)
 
 #: Files per request: a study has a handful of views; more is a batch, which belongs in a loop.
 MAX_FILES = 16
-SYNTHETIC_WARNING = ("SYNTHETIC MODEL: trained on synthetic phantom images, not real radiographs; "
-                     "its results mean nothing for real patients.")
 DISCLAIMER = "Research software. " + INTENDED_USE
 _AUTH_HINT = ("Send an API key in the header 'Authorization: Bearer fsk_…' "
               "(an administrator creates one with `fracturescan api-key create USER`).")
@@ -51,28 +52,26 @@ class _Models:
 
     def __init__(self, config: AppConfig) -> None:
         self.config = config
-        self._predictors: dict[str, Any] = {}
+        self._predictors: dict[str, Predictor] = {}
 
     def all(self) -> list[ModelChoice]:
         """Every model found now (the folder is read again, so new runs appear)."""
         return discover_models(self.config.models_dir, self.config.model_paths)
 
-    def active(self, engine: Any) -> ModelChoice | None:
+    def active(self, engine: Engine) -> ModelChoice | None:
         """The admin's active model (the first one found if none was chosen)."""
         return active_model(engine, self.all())
 
-    def predictor(self, choice: ModelChoice) -> Any:
+    def predictor(self, choice: ModelChoice) -> Predictor:
         """The loaded Predictor of ``choice`` (kept per weights hash; the last two stay loaded)."""
         return on_model_thread(self._load, choice)
 
-    def _load(self, choice: ModelChoice) -> Any:
+    def _load(self, choice: ModelChoice) -> Predictor:
         key = choice.metadata.sha256
         if key not in self._predictors:
-            from fracturescan.inference import Predictor
-
             if len(self._predictors) >= 2:
                 self._predictors.pop(next(iter(self._predictors)))
-            self._predictors[key] = Predictor.from_checkpoint(choice.path)
+            self._predictors[key] = Predictor(choice.checkpoint)
             log.info("loaded model %s (%s)", choice.model_id, choice.version)
         return self._predictors[key]
 
@@ -96,7 +95,7 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 def _warnings(choice: ModelChoice, check: LocalisationCheck | None) -> list[str]:
     """What a client must show with any result: synthetic model, heatmaps that miss fractures."""
-    notes = [SYNTHETIC_WARNING] if choice.metadata.synthetic else []
+    notes = [SYNTHETIC_MODEL] if choice.metadata.synthetic else []
     if check is not None and not check.reliable:
         notes.append(f"Heatmaps from this model did not reliably point at known fractures (pointing game "
                      f"{'n/a' if check.score is None else f'{check.score:.0%}'}, bar {LOCALISATION_BAR:.0%}).")

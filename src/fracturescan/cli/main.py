@@ -83,7 +83,7 @@ def train(
     offline: bool = typer.Option(False, "--offline", help="Never download (same as FRACTURESCAN_OFFLINE=1)."),
     epochs: Optional[int] = typer.Option(None, help="Maximum epochs (default 30)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Default 32."),
-    image_size: Optional[int] = typer.Option(None, "--image-size", help="Square input size (default 224)."),
+    image_size: Optional[int] = typer.Option(None, "--image-size", help="Square input size (default: the architecture's own, 224 for DenseNet121)."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Adam learning rate (default 1e-4)."),
     device: Optional[str] = typer.Option(None, help="auto, cpu, cuda, cuda:N."),
     seed: Optional[int] = typer.Option(None, help="Random seed (default 0)."),

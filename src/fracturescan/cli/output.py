@@ -6,15 +6,14 @@ import csv
 import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import typer
 
-SYNTHETIC_WARNING = (
-    "WARNING: this model was trained on SYNTHETIC PHANTOMS, not real radiographs. "
-    "Its outputs say nothing about real patients."
-)
-NOT_A_DIAGNOSIS = "Decision support only: not a diagnosis. A clinician must read every image."
+from ..notices import NOT_A_DIAGNOSIS, SYNTHETIC_MODEL
+
+if TYPE_CHECKING:  # the CLI imports torch only for the commands that need it
+    from ..inference import ImagePrediction, Predictor, StudyPrediction
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
@@ -63,7 +62,7 @@ def echo_holdout(metrics: dict) -> None:
 def echo_metrics(metrics: dict) -> None:
     """Print evaluation metrics, image vs study level, with 95% intervals."""
     if metrics.get("synthetic"):
-        typer.echo(SYNTHETIC_WARNING)
+        typer.echo(SYNTHETIC_MODEL)
 
     def cell(level: str, key: str) -> str:
         block = metrics[level]
@@ -86,10 +85,10 @@ def echo_metrics(metrics: dict) -> None:
                           for row in metrics["per_body_part"]["rows"]]))
 
 
-def echo_predictions(predictor: Any, images: list, studies: list) -> None:
+def echo_predictions(predictor: "Predictor", images: list["ImagePrediction"], studies: list["StudyPrediction"]) -> None:
     """Print per-image and per-study predictions."""
     if predictor.metadata.synthetic:
-        typer.echo(SYNTHETIC_WARNING)
+        typer.echo(SYNTHETIC_MODEL)
     typer.echo(f"threshold {predictor.threshold:.3f}")
     typer.echo(table(["image", "probability", "decision", "note"],
                      [(i.path, i.probability, _decision(i.abnormal), i.error or "") for i in images]))
@@ -108,7 +107,8 @@ def _decision(abnormal: bool | None) -> str:
 PREDICTION_COLUMNS = ("level", "study", "path", "n_images", "probability", "decision", "grouped_by", "error")
 
 
-def write_predictions_csv(path: Path, images: list, studies: list, rules: dict[str, str]) -> None:
+def write_predictions_csv(path: Path, images: list["ImagePrediction"], studies: list["StudyPrediction"],
+                          rules: dict[str, str]) -> None:
     """Image rows then study rows in one CSV, told apart by the ``level`` column."""
     with Path(path).open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
@@ -125,7 +125,8 @@ def _prob(probability: float | None) -> str:
     return "" if probability is None else f"{probability:.6f}"
 
 
-def write_predictions_json(path: Path, predictor: Any, images: list, studies: list, rules: dict[str, str]) -> None:
+def write_predictions_json(path: Path, predictor: "Predictor", images: list["ImagePrediction"],
+                           studies: list["StudyPrediction"], rules: dict[str, str]) -> None:
     """Image and study results (each study with the rule that grouped it) plus the model's
     threshold and synthetic flag as JSON."""
     doc = {

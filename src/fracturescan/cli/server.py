@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from ..errors import FracturescanError, MissingExtraError
-from ..webapp.config import DEFAULT_DB_URL
+from ..appconfig import DEFAULT_DB_URL
 from . import output
 from .core import app, command
 
@@ -34,7 +34,7 @@ def _store(db: str):  # noqa: ANN202  (an SQLAlchemy Engine; sqlalchemy is an op
 
 def _deploy_config(models: Optional[Path], model: Optional[list[Path]], db: str, max_upload_mb: float):  # noqa: ANN202
     """The AppConfig both servers run with, after checking the model options."""
-    from ..webapp.config import AppConfig
+    from ..appconfig import AppConfig
 
     if models is None and not model:
         raise FracturescanError("Give --models DIR (a folder of training runs) or --model PATH.")

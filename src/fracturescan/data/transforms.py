@@ -9,23 +9,26 @@ app and API see identical inputs.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
-from ..config import AugmentConfig  # noqa: F401  (the augmentation settings; re-exported here)
-
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+if TYPE_CHECKING:  # the settings live with the rest of the training configuration
+    from ..config import AugmentConfig
 
 
 def normalise(
     pixels: torch.Tensor,
-    mean: tuple[float, ...] = IMAGENET_MEAN,
-    std: tuple[float, ...] = IMAGENET_STD,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
     channels: int = 3,
 ) -> torch.Tensor:
-    """uint8 (N, H, W) or float (N, 1, H, W) in [0, 1] → normalised float (N, channels, H, W)."""
+    """uint8 (N, H, W) or float (N, 1, H, W) in [0, 1] → normalised float (N, channels, H, W).
+
+    ``mean`` and ``std`` come from the checkpoint's preprocessing contract
+    (:class:`fracturescan.models.preprocessing.Preprocessing`), never from a default here.
+    """
     x = pixels.float().div(255.0).unsqueeze(1) if pixels.dtype == torch.uint8 else pixels.float()
     x = x.expand(-1, channels, -1, -1)
     m = torch.tensor(mean[:channels], device=x.device, dtype=x.dtype).view(1, -1, 1, 1)

@@ -25,6 +25,7 @@ from fracturescan.errors import DatasetError
 from fracturescan.evaluation.bootstrap import bootstrap_replicates, group_resample_counts, percentile_interval
 from fracturescan.evaluation.metrics import binary_metrics, group_codes
 from fracturescan.evaluation.report_format import md_cell
+from fracturescan.notices import SYNTHETIC_DATA
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +153,7 @@ def comparison_markdown(result: dict[str, Any]) -> str:
     lines = [f"# Model comparison: {result['split']} split, {result['n_studies']} studies "
              f"({result['n_abnormal']} abnormal)", ""]
     if result["synthetic"]:
-        lines += ["**SYNTHETIC data: these numbers say nothing about real radiographs.**", ""]
+        lines += [f"**{SYNTHETIC_DATA}**", ""]
     lines += ["Study level (a study's probability is the mean of its images'); 95% intervals from "
               f"{result['bootstrap']['n_boot']} paired bootstrap resamples of patients; each model at its own "
               "threshold." + (" Each interval holds for one comparison on its own, with no adjustment for "

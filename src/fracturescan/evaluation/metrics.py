@@ -20,6 +20,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from sklearn import metrics as skm
 
+from fracturescan.decision import study_probabilities
 from fracturescan.errors import ConfigError, DatasetError
 
 __all__ = [
@@ -211,11 +212,10 @@ def aggregate_studies(
             f"{int(mixed.sum())} studies have images with different labels, e.g. "
             f"{ids[mixed][:3].tolist()}; a study's label must be the same for all its images"
         )
-    prob_sum = np.bincount(index, weights=p, minlength=n_groups)
     return StudyTable(
         study_ids=ids,
         y_true=(positives > 0).astype(np.int64),
-        y_prob=prob_sum / counts,
+        y_prob=study_probabilities(index, p, n_groups),
         n_images=counts.astype(np.int64),
         image_index=index.astype(np.int64),
     )

@@ -39,6 +39,7 @@ from fracturescan.evaluation.metrics import (
     validate_threshold,
 )
 from fracturescan.evaluation.report_format import Block, to_html, to_markdown
+from fracturescan.notices import NOT_A_DEVICE, SYNTHETIC_DATA
 
 __all__ = ["write_evaluation_report"]
 
@@ -47,15 +48,6 @@ log = logging.getLogger(__name__)
 ALPHA = 0.05
 ECE_BINS = 10
 
-SYNTHETIC_WARNING = (
-    "This model was trained and/or evaluated on SYNTHETIC PHANTOMS, not on real radiographs. "
-    "These numbers only show that the software pipeline runs; they say nothing about clinical "
-    "performance."
-)
-NOT_A_DEVICE = (
-    "fracturescan is research software, not a diagnostic device. It is not cleared or approved "
-    "for clinical use; every prediction must be reviewed by a qualified clinician."
-)
 
 _METRIC_LABELS: dict[str, str] = {
     "kappa": "Cohen's kappa (MURA headline)",
@@ -198,7 +190,7 @@ def _blocks(metrics: Mapping[str, Any]) -> list[Block]:
     blocks: list[Block] = [("h1", f"fracturescan evaluation report: {metrics['split']} split")]
     if metrics["synthetic"]:
         blocks.append(("warning", "SYNTHETIC DATA - NOT A MEASURE OF CLINICAL PERFORMANCE",
-                       SYNTHETIC_WARNING))
+                       SYNTHETIC_DATA))
     blocks.append(("note", "Not a diagnostic device.", NOT_A_DEVICE))
     blocks += [
         ("h2", "Summary"),

@@ -63,7 +63,7 @@ def explain_paths(predictor: "Predictor", paths: Iterable[Path | str], out: Path
     from ..data.inputs import collect_inputs
 
     files = [path for _, path in collect_inputs(paths)]
-    synthetic = bool(getattr(predictor.metadata, "synthetic", False))
+    synthetic = bool(predictor.metadata.synthetic)
     out = Path(out)
     results = []
     for source, name in tqdm(list(zip(files, figure_names(files))), desc="explaining", unit="image",

@@ -26,7 +26,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.transforms import normalise
 from ..errors import FracturescanError
 from .layers import select_cam_layer
 
@@ -152,7 +151,7 @@ def check_method(method: str) -> None:
 
 
 def _reference_for(predictor: "Predictor", name: str):
-    ref = getattr(predictor, "reference", None)
+    ref = predictor.reference
     if ref is None or ref.layer != name or ref.input_size != predictor.image_size:
         return None
     return ref
@@ -174,11 +173,11 @@ def explain_image(predictor: "Predictor", image: np.ndarray, *, layer: nn.Module
     if image.ndim != 2:
         raise ValueError(f"explain_image expects a 2-D grayscale image, got shape {image.shape}")
     check_method(method)
-    meta = predictor.metadata
+    contract = predictor.preprocessing
     pixels = torch.from_numpy(predictor.preprocess(image)[None]).to(predictor.device)
-    inputs = normalise(pixels, tuple(meta.mean), tuple(meta.std), int(meta.channels))
+    inputs = contract.normalise(pixels)
     if layer is None:
-        name, layer = select_cam_layer(predictor.model, predictor.image_size, int(meta.channels))
+        name, layer = select_cam_layer(predictor.model, contract.input_size, contract.channels)
         reference = _reference_for(predictor, name) if method != GRAD_CAM else None
     else:
         name = "cam_layer" if layer is predictor.model.cam_layer else type(layer).__name__

@@ -14,19 +14,16 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from ..errors import ConfigError
+from ..notices import SYNTHETIC_MODEL_SHORT, explanation_aid
 
 log = logging.getLogger(__name__)
 
 #: Longest side of a written figure; bigger radiographs are shrunk (the heatmap is far coarser).
 MAX_SIDE = 1024
 MIN_SIDE = 512
-DISCLAIMER = "Grad-CAM: explanation aid, not a diagnosis"
-
-
-def disclaimer(method_label: str = "Grad-CAM") -> str:
-    """The caption line that names the heatmap's method and says what it is not."""
-    return f"{method_label}: explanation aid, not a diagnosis"
-SYNTHETIC_NOTE = "SYNTHETIC phantom model"
+DISCLAIMER = explanation_aid()
+#: Kept under its old name; the wording lives in :mod:`fracturescan.notices`.
+disclaimer = explanation_aid
 
 
 def _grey01(image: np.ndarray) -> np.ndarray:
@@ -121,7 +118,7 @@ def caption_lines(probability: float, threshold: float, synthetic: bool,
     lines = [f"P(abnormal) = {probability:.3f} -> {decision} (threshold {threshold:.3f})",
              disclaimer(method_label)]
     if synthetic:
-        lines.append(SYNTHETIC_NOTE)
+        lines.append(SYNTHETIC_MODEL_SHORT)
     return lines
 
 

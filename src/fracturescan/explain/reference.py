@@ -17,8 +17,6 @@ training; checkpoints without it fall back to Grad-CAM.
 from __future__ import annotations
 
 import logging
-import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,9 +24,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data.transforms import normalise
 from ..errors import CheckpointError
-from ..models.checkpoint import file_sha256, read_metadata, resolve_checkpoint_dir, update_metadata, verify_file
+from ..fileio import atomic_path, sha256_file
+from ..models.checkpoint import read_metadata, resolve_checkpoint_dir, update_metadata, verify_file
+from ..models.metadata import CheckpointMetadata
+from ..models.preprocessing import Preprocessing
 from .layers import select_cam_layer
 
 log = logging.getLogger(__name__)
@@ -71,10 +71,10 @@ def _subsample(pixels: torch.Tensor | np.ndarray, limit: int, seed: int) -> torc
 
 
 @torch.no_grad()
-def compute_reference(model: nn.Module, pixels: torch.Tensor | np.ndarray, *, input_size: int,
-                      mean: tuple[float, ...], std: tuple[float, ...], channels: int = 3,
+def compute_reference(model: nn.Module, pixels: torch.Tensor | np.ndarray, *, preprocessing: Preprocessing,
                       batch_size: int = 64, seed: int = 0) -> Reference:
-    """Average the explained layer's activation over uint8 ``(N, input_size, input_size)`` normals.
+    """Average the explained layer's activation over uint8 ``(N, size, size)`` normals, prepared
+    with the checkpoint's ``preprocessing`` contract.
 
     The layer is the one :func:`~fracturescan.explain.layers.select_cam_layer` picks for this
     model and input size, so the reference always matches the heatmap's grid.
@@ -84,14 +84,15 @@ def compute_reference(model: nn.Module, pixels: torch.Tensor | np.ndarray, *, in
         raise ValueError(f"compute_reference needs a non-empty (N, H, W) uint8 batch, got {tuple(pixels.shape)}")
     model.eval()
     device = next(model.parameters()).device
-    name, layer = select_cam_layer(model, input_size, channels)
+    input_size = preprocessing.input_size
+    name, layer = select_cam_layer(model, input_size, preprocessing.channels)
     total: torch.Tensor | None = None
     store: list[torch.Tensor] = []
     handle = _capture(layer, store)
     try:
         for start in range(0, len(pixels), batch_size):
             chunk = pixels[start:start + batch_size].to(device)
-            model(normalise(chunk, mean, std, channels))
+            model(preprocessing.normalise(chunk))
             part = store.pop().sum(0)
             total = part if total is None else total + part
     finally:
@@ -100,7 +101,7 @@ def compute_reference(model: nn.Module, pixels: torch.Tensor | np.ndarray, *, in
 
 
 def calibrate(model: nn.Module, reference: Reference, abnormal: torch.Tensor | np.ndarray, *,
-              mean: tuple[float, ...], std: tuple[float, ...], channels: int = 3, seed: int = 0) -> Reference:
+              preprocessing: Preprocessing, seed: int = 0) -> Reference:
     """Return ``reference`` with ``abnormal_peak`` measured on uint8 ``(N, H, W)`` abnormal images."""
     from .integrated import integrated_gradients
 
@@ -108,12 +109,12 @@ def calibrate(model: nn.Module, reference: Reference, abnormal: torch.Tensor | n
     if len(pixels) == 0:
         return reference
     device = next(model.parameters()).device
-    name, layer = select_cam_layer(model, reference.input_size, channels)
+    name, layer = select_cam_layer(model, reference.input_size, preprocessing.channels)
     if name != reference.layer:
         raise ValueError(f"reference is for {reference.layer}, but the model explains {name}")
     peaks = []
     for i in range(len(pixels)):
-        x = normalise(pixels[i:i + 1].to(device), mean, std, channels)
+        x = preprocessing.normalise(pixels[i:i + 1].to(device))
         attribution, _, _ = integrated_gradients(model, layer, x, reference.activation)
         peaks.append(float(attribution.clamp_min(0).max()))
     peak = float(np.median(peaks))
@@ -127,33 +128,32 @@ def save_reference(directory: Path | str, reference: Reference) -> Path:
 
     directory = resolve_checkpoint_dir(directory)
     target = directory / REFERENCE_FILE
-    tmp = directory / f".{REFERENCE_FILE}.tmp-{uuid.uuid4().hex[:8]}"
-    try:
-        info = {"layer": reference.layer, "input_size": str(reference.input_size), "n_images": str(reference.n_images)}
-        if reference.abnormal_peak is not None:
-            info["abnormal_peak"] = repr(float(reference.abnormal_peak))
+    info = {"layer": reference.layer, "input_size": str(reference.input_size), "n_images": str(reference.n_images)}
+    if reference.abnormal_peak is not None:
+        info["abnormal_peak"] = repr(float(reference.abnormal_peak))
+    with atomic_path(target) as tmp:
         save_file({"activation": reference.activation}, str(tmp), metadata=info)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-    update_metadata(directory, reference_sha256=file_sha256(target), reference_layer=reference.layer)
+    update_metadata(directory, reference_sha256=sha256_file(target), reference_layer=reference.layer)
     log.info("explanation reference (%s, %d normal images) saved to %s", reference.layer, reference.n_images, target)
     return target
 
 
-def load_reference(directory: Path | str) -> Reference | None:
-    """The checkpoint's verified reference, or None when it has none.
+def load_reference(directory: Path | str, meta: CheckpointMetadata | None = None) -> Reference | None:
+    """The checkpoint's verified reference, or None when it has none. ``meta``: the directory's
+    already parsed metadata (:attr:`fracturescan.checkpoint.Checkpoint.reference` passes it).
 
     Raises:
-        CheckpointError: the file is missing although recorded, or does not match its SHA-256.
+        CheckpointError: the file is missing although recorded, does not match its SHA-256, or
+            is not a reference file.
     """
     from safetensors import safe_open
 
-    directory = resolve_checkpoint_dir(directory)
-    meta = read_metadata(directory)
+    if meta is None:
+        directory = resolve_checkpoint_dir(directory)
+        meta = read_metadata(directory)
     if not meta.reference_sha256:
         return None
-    path = directory / REFERENCE_FILE
+    path = Path(directory) / REFERENCE_FILE
     verify_file(path, meta.reference_sha256, "reference_sha256", "Re-copy the checkpoint.")
     try:
         with safe_open(str(path), framework="pt", device="cpu") as handle:
@@ -178,11 +178,13 @@ def build_reference(directory: Path | str, data: Path | str, *, body_part: str =
     """
     from ..data.cache import build_cache
     from ..data.sources import open_dataset
+    from ..devices import resolve_device
     from ..errors import DatasetError
-    from ..inference import Predictor
+    from ..models.builder import load_checkpoint
 
-    predictor = Predictor.from_checkpoint(directory, device=device, backend="torch")
-    meta = predictor.metadata
+    directory = resolve_checkpoint_dir(directory)
+    model, meta = load_checkpoint(directory, map_location=resolve_device(device))
+    contract = Preprocessing.from_metadata(meta)
     train = open_dataset(Path(data), body_part).split("train")
     rng = np.random.default_rng(0)
 
@@ -191,14 +193,13 @@ def build_reference(directory: Path | str, data: Path | str, *, body_part: str =
         if len(records) > limit:
             records = [records[i] for i in sorted(rng.choice(len(records), limit, replace=False))]
         if not records:
-            return np.zeros((0, predictor.image_size, predictor.image_size), np.uint8)
-        return np.array(build_cache(records, predictor.image_size, None, desc=f"reading label {label}").pixels)
+            return np.zeros((0, contract.input_size, contract.input_size), np.uint8)
+        return np.array(build_cache(records, contract.input_size, None, desc=f"reading label {label}").pixels)
 
     normals = pixels(0, MAX_REFERENCE_IMAGES)
     if len(normals) == 0:
         raise DatasetError(f"{data} has no normal image in its train split: the reference needs some.")
-    norm = dict(mean=tuple(meta.mean), std=tuple(meta.std), channels=int(meta.channels))
-    reference = compute_reference(predictor.model, normals, input_size=predictor.image_size, **norm)
-    reference = calibrate(predictor.model, reference, pixels(1, MAX_SCALE_IMAGES), **norm)
+    reference = compute_reference(model, normals, preprocessing=contract)
+    reference = calibrate(model, reference, pixels(1, MAX_SCALE_IMAGES), preprocessing=contract)
     save_reference(directory, reference)
     return reference

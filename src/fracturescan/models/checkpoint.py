@@ -15,104 +15,32 @@ so an interrupted save never leaves a half-written checkpoint behind.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import os
 import shutil
 import subprocess
 import uuid
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from fracturescan.data.records import LABEL_NAMES
 from fracturescan.errors import CheckpointError
+from fracturescan.fileio import atomic_write_text, sha256_file
+from fracturescan.models.metadata import FORMAT_VERSION, CheckpointMetadata
 from fracturescan.models.model_card import render_model_card
-from fracturescan.models.registry import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    MODEL_DEFAULTS,
-    FractureNet,
-    build_model,
-)
+from fracturescan.models.network import FractureNet
+from fracturescan.models.preprocessing import resolve_preprocessing
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
 MODEL_FILE = "model.safetensors"
 METADATA_FILE = "metadata.json"
 CARD_FILE = "MODEL_CARD.md"
 #: Fields that describe the stored tensors; changing them in place would make the file lie.
 _FROZEN_FIELDS = frozenset({"arch", "hidden", "dropout", "channels", "sha256", "format_version"})
-
-
-@dataclass(frozen=True)
-class CheckpointMetadata:
-    """Everything ``metadata.json`` records. Unknown keys from newer versions land in ``extra``
-    and are written back unchanged, so an older fracturescan never silently drops them."""
-
-    arch: str = "densenet121"
-    hidden: int = 256
-    dropout: float = 0.5
-    input_size: int = 224
-    channels: int = 3
-    mean: tuple[float, ...] = IMAGENET_MEAN
-    std: tuple[float, ...] = IMAGENET_STD
-    label_names: tuple[str, ...] = LABEL_NAMES
-    threshold: float = 0.5
-    threshold_method: str = "default 0.5 (not tuned)"
-    training_config: dict[str, Any] = field(default_factory=dict)
-    metrics: dict[str, Any] = field(default_factory=dict)
-    data_fingerprint: str | None = None
-    synthetic: bool = False
-    body_parts: tuple[str, ...] = ()
-    package_version: str = ""
-    git_commit: str | None = None
-    created_at: str = ""
-    sha256: str = ""
-    #: SHA-256 of ``model.onnx`` written by ``fracturescan export --onnx``; "" when not exported.
-    onnx_sha256: str = ""
-    #: SHA-256 and layer of ``explain_reference.safetensors`` (the mean activation of normal
-    #: training images that heatmaps are measured against); "" when there is none.
-    reference_sha256: str = ""
-    reference_layer: str = ""
-    format_version: int = FORMAT_VERSION
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict; ``extra`` keys are merged back at the top level."""
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
-        for name in ("mean", "std", "label_names", "body_parts"):
-            out[name] = list(out[name])
-        return {**self.extra, **out}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> CheckpointMetadata:
-        """Build from a dict (missing keys take defaults; unknown keys are kept in ``extra``).
-
-        Raises:
-            CheckpointError: not a dict, or written by a newer, incompatible format version.
-        """
-        if not isinstance(data, dict):
-            raise CheckpointError(f"checkpoint metadata must be a JSON object, got {type(data).__name__}")
-        version = data.get("format_version", FORMAT_VERSION)
-        if not isinstance(version, int) or version > FORMAT_VERSION:
-            raise CheckpointError(
-                f"checkpoint format version {version!r} is newer than this fracturescan supports "
-                f"({FORMAT_VERSION}); upgrade fracturescan"
-            )
-        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
-        known = {k: v for k, v in data.items() if k in names}
-        nested = data.get("extra") if isinstance(data.get("extra"), dict) else {}
-        extra = {**nested, **{k: v for k, v in data.items() if k not in names | {"extra"}}}
-        for name in ("mean", "std", "label_names", "body_parts"):
-            if name in known:
-                known[name] = tuple(known[name])
-        return cls(**known, extra=extra)
 
 
 def _git_commit() -> str | None:
@@ -132,13 +60,6 @@ def _git_commit() -> str | None:
     return commit if result.returncode == 0 and commit else None
 
 
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def resolve_checkpoint_dir(path: Path | str) -> Path:
@@ -186,9 +107,11 @@ def _complete_metadata(model: FractureNet, metadata: CheckpointMetadata | dict[s
     from fracturescan import __version__
 
     if isinstance(metadata, dict):
-        defaults = MODEL_DEFAULTS[model.arch]
-        base = {"input_size": defaults.input_size, "mean": defaults.mean, "std": defaults.std}
-        metadata = CheckpointMetadata.from_dict({**base, **metadata})
+        # Preprocessing the caller did not state is the architecture's own (one contract).
+        contract = resolve_preprocessing(model.arch, input_size=metadata.get("input_size"),
+                                         mean=metadata.get("mean"), std=metadata.get("std"),
+                                         channels=model.in_channels)
+        metadata = CheckpointMetadata.from_dict({**metadata, **contract.to_metadata()})
     # The model, not the caller, is the authority on what the tensors are.
     return dataclasses.replace(
         metadata,
@@ -258,7 +181,7 @@ def save_checkpoint(
     try:
         state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
         save_file(state, str(staging / MODEL_FILE), metadata={"format": "pt"})
-        meta = dataclasses.replace(meta, sha256=file_sha256(staging / MODEL_FILE))
+        meta = dataclasses.replace(meta, sha256=sha256_file(staging / MODEL_FILE))
         meta, texts = _render_texts(meta, target.name)
         for name, text in texts.items():
             (staging / name).write_text(text, encoding="utf-8")
@@ -275,22 +198,26 @@ def verify_file(path: Path, expected_sha256: str, field_name: str, remedy: str) 
     (the value recorded as ``field_name`` in metadata.json); ``remedy`` ends the message."""
     if not path.is_file():
         raise CheckpointError(f"{path} is missing although {METADATA_FILE} records it; {remedy}")
-    if file_sha256(path) != expected_sha256:
+    if sha256_file(path) != expected_sha256:
         raise CheckpointError(
             f"{path} does not match the {field_name} recorded in {METADATA_FILE}: the file is corrupt "
             f"or was modified after it was written. {remedy}")
 
 
-def read_state_dict(directory: Path | str) -> tuple[dict[str, torch.Tensor], CheckpointMetadata]:
-    """Read a checkpoint's verified state dict (on CPU) and its metadata.
+def read_state_dict(directory: Path | str, meta: CheckpointMetadata | None = None
+                    ) -> tuple[dict[str, torch.Tensor], CheckpointMetadata]:
+    """Read a checkpoint's verified state dict (on CPU) and its metadata. Given ``meta`` (already
+    parsed from this resolved directory), the metadata is not read again.
 
     Raises:
         CheckpointError: no checkpoint there, SHA-256 mismatch, or not a safetensors file.
     """
     from safetensors.torch import load_file
 
-    directory = resolve_checkpoint_dir(directory)
-    meta = read_metadata(directory)
+    if meta is None:
+        directory = resolve_checkpoint_dir(directory)
+        meta = read_metadata(directory)
+    directory = Path(directory)
     weights = directory / MODEL_FILE
     verify_file(weights, meta.sha256, "SHA-256", "Re-copy or re-train the checkpoint.")
     try:
@@ -302,25 +229,6 @@ def read_state_dict(directory: Path | str) -> tuple[dict[str, torch.Tensor], Che
             "formats (such as pickles) for safety"
         ) from exc
     return state, meta
-
-
-def load_checkpoint(
-    directory: Path | str, *, map_location: str | torch.device = "cpu"
-) -> tuple[FractureNet, CheckpointMetadata]:
-    """Rebuild the model described by a checkpoint, load its weights strictly, return it in eval mode.
-
-    Raises:
-        CheckpointError: missing/corrupt/tampered checkpoint or weights that do not fit.
-    """
-    state, meta = read_state_dict(directory)
-    model = build_model(
-        meta.arch, weights="none", hidden=meta.hidden, dropout=meta.dropout, in_channels=meta.channels
-    )
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise CheckpointError(f"weights in {directory} do not fit a {meta.arch} model: {exc}") from exc
-    return model.to(torch.device(map_location)).eval(), meta
 
 
 def update_metadata(directory: Path | str, **fields: Any) -> CheckpointMetadata:
@@ -343,11 +251,5 @@ def update_metadata(directory: Path | str, **fields: Any) -> CheckpointMetadata:
         raise CheckpointError(f"cannot change {frozen}: they describe the stored weights; save a new checkpoint")
     meta, texts = _render_texts(dataclasses.replace(meta, **fields), directory.name)
     for name, text in texts.items():
-        # Write a sibling temp file and rename it over the original: readers see old or new.
-        tmp = directory / f".{name}.tmp-{uuid.uuid4().hex[:8]}"
-        try:
-            tmp.write_text(text, encoding="utf-8")
-            os.replace(tmp, directory / name)
-        finally:
-            tmp.unlink(missing_ok=True)
+        atomic_write_text(directory / name, text)  # readers see the old file or the new one
     return meta

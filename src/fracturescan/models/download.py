@@ -53,15 +53,6 @@ def hash_prefix_of(name: str) -> str | None:
     return match.group(1) if match else None
 
 
-def sha256_of(path: Path) -> str:
-    """Hex SHA-256 of a file, read in blocks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def download_verified(url: str, dest: Path, *, timeout: float = 30.0, progress: bool = True) -> Path:
     """Fetch ``url`` to ``dest`` with a progress bar, checking length and hash; atomic.
 

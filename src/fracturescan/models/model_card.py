@@ -3,10 +3,10 @@ training data, metrics, threshold, limitations). :mod:`fracturescan.models.check
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:  # the checkpoint module imports this one
-    from fracturescan.models.checkpoint import CheckpointMetadata
+from fracturescan.models.metadata import CheckpointMetadata
+from fracturescan.notices import SYNTHETIC_MODEL
 
 
 def _fmt(value: Any) -> str:
@@ -31,8 +31,7 @@ def render_model_card(meta: CheckpointMetadata, *, name: str = "fracturescan mod
     lines = [f"# Model card: {name}", ""]
     if meta.synthetic:
         lines += [
-            "> **WARNING: TRAINED ON SYNTHETIC PHANTOM IMAGES, NOT REAL RADIOGRAPHS.** This model",
-            "> exists to test the software pipeline. Its outputs mean nothing for real patients.",
+            f"> **WARNING: {SYNTHETIC_MODEL}** This model exists to test the software pipeline.",
             "",
         ]
     lines += [

@@ -22,15 +22,17 @@ import torchvision.models as tv_models
 from torch import nn
 
 from fracturescan.errors import CheckpointError, ConfigError, WeightsNotFoundError
+from fracturescan.fileio import sha256_file
 from fracturescan.models.download import (
     OFFLINE_ENV,
     NetworkUnavailableError,
     download_verified,
     hash_prefix_of,
     offline_requested,
-    sha256_of,
 )
-from fracturescan.models.registry import FractureNet, check_arch
+from fracturescan.models.checkpoint import read_state_dict
+from fracturescan.models.network import FractureNet
+from fracturescan.models.registry import check_arch
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +111,7 @@ def _warn_if_hash_differs(path: Path) -> None:
     # A file put in the cache by hand is checked too, but only warned about: the keys and
     # shapes are still checked strictly on load. Our own downloads are verified before they land.
     expected = hash_prefix_of(path.name)
-    if expected is not None and not sha256_of(path).startswith(expected):
+    if expected is not None and not sha256_file(path).startswith(expected):
         logger.warning("%s does not match the hash in its name; it may be truncated or replaced", path)
 
 
@@ -217,8 +219,6 @@ def _is_full_model_state(model: FractureNet, state: StateDict) -> bool:
 
 
 def _load_checkpoint_dir(model: FractureNet, path: Path) -> None:
-    from fracturescan.models.checkpoint import read_state_dict  # checkpoint imports registry
-
     state, meta = read_state_dict(path)
     mine = (model.arch, model.hidden, model.in_channels)
     theirs = (meta.arch, meta.hidden, meta.channels)

@@ -15,6 +15,7 @@ from typing import Any, Sequence
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
+from ..decision import study_probability
 from .db import AuditImage, AuditStudy, Event, Feedback, utcnow
 from .users import UserInfo
 
@@ -44,12 +45,12 @@ def record_analysis(engine: Engine, user: UserInfo, model: ModelRecord, threshol
                     images: Sequence[ImageRecord]) -> int:
     """Store one study analysis and its images; return the study's audit id.
 
-    The study probability is the mean of the image probabilities (MURA); every decision is
-    ``probability >= threshold``.
+    The study probability is :func:`fracturescan.decision.study_probability` of the images';
+    every decision is ``probability >= threshold``.
     """
     if not images:
         raise ValueError("an analysis needs at least one image")
-    study_p = sum(i.probability for i in images) / len(images)
+    study_p = study_probability(i.probability for i in images)
     with Session(engine) as session, session.begin():
         study = AuditStudy(
             created_at=utcnow(), user_id=user.id, username=user.username, model_id=model.model_id,

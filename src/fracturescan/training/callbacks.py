@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Any
 
 import torch
 
+from ..fileio import atomic_path
 from .monitor import is_improvement
 
 HISTORY_COLUMNS: tuple[str, ...] = (
@@ -55,13 +55,11 @@ class EarlyStopping:
 
 def write_history(path: Path, rows: list[dict[str, float]]) -> None:
     """(Re)write the per-epoch history CSV atomically from the full list of rows."""
-    tmp = path.with_suffix(".csv.tmp")
-    with tmp.open("w", newline="") as handle:
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=HISTORY_COLUMNS)
         writer.writeheader()
         for row in rows:
             writer.writerow({k: row.get(k, "") for k in HISTORY_COLUMNS})
-    os.replace(tmp, path)
 
 
 def write_skipped(path: Path, skipped: Iterable[tuple[Any, str]]) -> None:
@@ -75,9 +73,5 @@ def write_skipped(path: Path, skipped: Iterable[tuple[Any, str]]) -> None:
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
     """torch.save to a temporary file, then rename, so a crash never leaves half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

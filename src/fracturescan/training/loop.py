@@ -27,13 +27,16 @@ from ..config import TrainConfig, save_config
 from ..data.cache import build_cache
 from ..data.sources import DataIndex, fingerprint_records, open_dataset
 from ..data.split import patient_holdout
-from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, augment_batch, normalise
+from ..data.transforms import augment_batch
+from ..devices import resolve_device
 from ..errors import ConfigError, FracturescanError
 from ..evaluation.metrics import aggregate_studies, binary_metrics
 from ..evaluation.threshold import choose_threshold
 from ..explain.reference import calibrate, compute_reference, save_reference
-from ..inference import predict_pixels, resolve_device
-from ..models import build_model, load_checkpoint, save_checkpoint, update_metadata
+from ..checkpoint import Checkpoint
+from ..inference import predict_pixels
+from ..models import build_model, save_checkpoint
+from ..models.preprocessing import Preprocessing
 from .callbacks import EarlyStopping, atomic_torch_save, write_history, write_skipped
 from .distributed import (DistContext, all_reduce_sum, barrier, batches, epoch_order, init_distributed, shard,
                           shutdown)
@@ -102,8 +105,11 @@ class _Data:
         cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else None
         if not ctx.is_main:
             barrier(ctx)  # rank 0 decodes; the others then open the finished cache
-        self.train_cache = build_cache(train, cfg.image_size, cache_dir, desc="caching train")
-        self.hold_cache = build_cache(holdout, cfg.image_size, cache_dir, desc="caching hold-out")
+        #: The run's input contract, resolved once (architecture defaults + config overrides).
+        self.preprocessing: Preprocessing = cfg.preprocessing()
+        size = self.preprocessing.input_size
+        self.train_cache = build_cache(train, size, cache_dir, desc="caching train")
+        self.hold_cache = build_cache(holdout, size, cache_dir, desc="caching hold-out")
         if ctx.is_main:
             barrier(ctx)
         skipped = self.train_cache.skipped + self.hold_cache.skipped
@@ -146,7 +152,7 @@ def _train_epoch(step: TrainStep, data: _Data, cfg: TrainConfig, device, epoch: 
     with Join([getattr(step.model, "_orig_mod", step.model)]) if ctx.enabled else contextlib.nullcontext():
         for batch_no, idx in enumerate(bar):
             idx = idx.to(device)
-            x = normalise(augment_batch(data.x_train[idx], cfg.augment, gen))
+            x = data.preprocessing.normalise(augment_batch(data.x_train[idx], cfg.augment, gen))
             if device.type == "cuda":
                 x = x.contiguous(memory_format=torch.channels_last)
             total += step(x, data.y_train[idx]) * len(idx)
@@ -165,7 +171,7 @@ def _train_epoch(step: TrainStep, data: _Data, cfg: TrainConfig, device, epoch: 
 
 def _validate(model, data: _Data, cfg: TrainConfig, weights, device,
               progress: bool = True) -> tuple[float, float, float, np.ndarray]:
-    probs = predict_pixels(model, data.x_hold, mean=IMAGENET_MEAN, std=IMAGENET_STD, device=device,
+    probs = predict_pixels(model, data.x_hold, preprocessing=data.preprocessing, device=device,
                            batch_size=cfg.eval_batch_size, progress=progress)
     p = torch.from_numpy(probs).clamp(1e-7, 1 - 1e-7)
     loss = float(weighted_bce(torch.logit(p), torch.from_numpy(data.y_hold), weights))
@@ -178,8 +184,7 @@ def _validate(model, data: _Data, cfg: TrainConfig, weights, device,
 
 def _metadata(cfg: TrainConfig, index: DataIndex, data: _Data, epoch: int, history: list[dict]) -> dict:
     return {
-        "arch": cfg.arch, "hidden": cfg.hidden, "dropout": cfg.dropout, "input_size": cfg.image_size,
-        "channels": 3, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
+        "arch": cfg.arch, "hidden": cfg.hidden, "dropout": cfg.dropout, **data.preprocessing.to_metadata(),
         "threshold": 0.5, "threshold_method": "default (not yet chosen)",
         "training_config": cfg.to_dict(), "metrics": {"epoch": epoch, "history": history[-1]},
         "data_fingerprint": data.fingerprint, "synthetic": index.synthetic,
@@ -297,7 +302,8 @@ def _train(cfg: TrainConfig, resume: bool, run_dir: Path, state_path: Path, devi
 
 def _finalise(cfg, run_dir: Path, data: _Data, weights, device, history, early) -> TrainResult:
     """Choose the decision threshold on the hold-out with the best model and store it."""
-    model, _ = load_checkpoint(run_dir / "best", map_location=device)
+    best = Checkpoint.open(run_dir / "best")
+    model = best.load_model(device)
     _, _, _, probs = _validate(model.to(device), data, cfg, weights, device)
     studies = aggregate_studies(data.hold_studies, data.y_hold, probs)
     choice = choose_threshold(data.y_hold, probs, cfg.threshold_method, target_sensitivity=cfg.target_sensitivity)
@@ -307,16 +313,15 @@ def _finalise(cfg, run_dir: Path, data: _Data, weights, device, history, early) 
         "best_epoch": best_epoch(history, cfg.monitor),
         "epochs_run": len(history),
     }
-    update_metadata(run_dir / "best", threshold=choice.value,
-                    threshold_method=f"{choice.method} on the patient-level hold-out", metrics=metrics)
+    best = best.update(threshold=choice.value,
+                       threshold_method=f"{choice.method} on the patient-level hold-out", metrics=metrics)
     # The typical-normal reference that heatmaps are measured against, and their colour scale
     # from the hold-out's abnormal images (explain/reference.py).
-    reference = compute_reference(model, data.x_train[data.y_train == 0], input_size=cfg.image_size,
-                                  mean=IMAGENET_MEAN, std=IMAGENET_STD, seed=cfg.seed)
+    reference = compute_reference(model, data.x_train[data.y_train == 0], preprocessing=data.preprocessing,
+                                  seed=cfg.seed)
     abnormal = data.x_hold[data.y_hold == 1]
     if len(abnormal) == 0:
         abnormal = data.x_train[data.y_train == 1].cpu()
-    save_reference(run_dir / "best", calibrate(model, reference, abnormal, mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                                               seed=cfg.seed))
+    save_reference(best.directory, calibrate(model, reference, abnormal, preprocessing=data.preprocessing, seed=cfg.seed))
     log.info("Threshold %.4f (%s on hold-out); best checkpoint in %s", choice.value, choice.method, run_dir / "best")
     return TrainResult(run_dir, run_dir / "best", len(history), early.best, choice.value, metrics)

@@ -25,7 +25,7 @@ from fracturescan.store.audit import log_event
 from fracturescan.store.db import utcnow
 from fracturescan.store.users import UserInfo
 
-from .config import AppConfig
+from fracturescan.appconfig import AppConfig
 
 log = logging.getLogger(__name__)
 

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import streamlit as st
+from streamlit.runtime.uploaded_file_manager import UploadedFile
 from sqlalchemy import Engine
 
-from fracturescan.service import (INTENDED_USE, LOCALISATION_BAR, Analysis, ModelChoice, analyse_and_record,
-                                  heatmap_caption, make_overlay, on_model_thread)
 from fracturescan.errors import RoutingError
+from fracturescan.inference import Predictor
+from fracturescan.notices import INTENDED_USE, SYNTHETIC_MODEL, heatmap_caption
 from fracturescan.routing import Route, covered_parts, part_assignments, route_study
+from fracturescan.service import (LOCALISATION_BAR, AnalysedImage, Analysis, ModelChoice, analyse_and_record,
+                                  make_overlay, on_model_thread)
 from fracturescan.store.audit import record_feedback
 from fracturescan.store.users import UserInfo
 
@@ -29,8 +32,7 @@ def model_header(choice: ModelChoice, threshold: float) -> None:
     """Model name, version, threshold, intended use, and the synthetic-data banner."""
     meta = choice.metadata
     if meta.synthetic:
-        st.error("**Synthetic model.** This model was trained on SYNTHETIC phantom images, not "
-                 "real radiographs. Its results mean nothing for real patients.", icon="⚠️")
+        st.error(SYNTHETIC_MODEL, icon="⚠️")
     st.caption(f"Model **{choice.model_id}** ({meta.arch}), version {choice.version}, "
                f"fracturescan {meta.package_version or '?'} · decision threshold **{threshold:.2f}**")
     _localisation_note(choice)
@@ -92,8 +94,8 @@ def _decision_text(probability: float, threshold: float) -> str:
     return f"{verdict} — p = {probability:.{digits}f} {sign} threshold {threshold:.{digits}f}"
 
 
-def _run_analysis(engine: Engine, user: UserInfo, choice: ModelChoice, predictor: Any,
-                  threshold: float, store_pixels: bool, files: list[Any], max_upload_mb: float) -> None:
+def _run_analysis(engine: Engine, user: UserInfo, choice: ModelChoice, predictor: Predictor,
+                  threshold: float, store_pixels: bool, files: list[UploadedFile], max_upload_mb: float) -> None:
     uploads = [(f.name, f.getvalue()) for f in files]
     with st.spinner("Analysing…"):
         analysis = on_model_thread(analyse_and_record, engine, user, choice, predictor, threshold, uploads,
@@ -101,7 +103,7 @@ def _run_analysis(engine: Engine, user: UserInfo, choice: ModelChoice, predictor
     st.session_state[_RESULT] = analysis
 
 
-def _show_image(item: Any, analysis: Analysis, show_heatmap: bool, alpha: float) -> None:
+def _show_image(item: AnalysedImage, analysis: Analysis, show_heatmap: bool, alpha: float) -> None:
     if item.error:
         st.error(f"**{item.name}** could not be analysed: {item.error}")
         return
@@ -147,7 +149,7 @@ def _feedback_form(engine: Engine, user: UserInfo, audit_id: int) -> None:
         st.success("Feedback saved to the audit trail.")
 
 
-def render(engine: Engine, user: UserInfo, choice: ModelChoice | None, predictor: Any,
+def render(engine: Engine, user: UserInfo, choice: ModelChoice | None, predictor: Predictor | None,
            threshold: float, store_pixels: bool, *, max_upload_mb: float = 50.0,
            models: Sequence[ModelChoice] = (), load: Loader | None = None) -> None:
     """Draw the page. ``choice``/``predictor`` are None when no model is configured.

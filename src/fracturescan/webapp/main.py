@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Callable
 
 import streamlit as st
 from sqlalchemy import Engine
@@ -19,9 +19,11 @@ from fracturescan.store import settings, users
 from fracturescan.store.audit import log_event
 from fracturescan.store.users import UserInfo
 
-from . import admin, apikeys_page, auth, doctor
-from .config import AppConfig
+from fracturescan.appconfig import AppConfig
+from fracturescan.inference import Predictor
 from fracturescan.service import active_model, active_threshold, discover_models, on_model_thread
+
+from . import admin, apikeys_page, auth, doctor
 
 log = logging.getLogger("fracturescan.webapp")
 
@@ -64,10 +66,8 @@ def get_engine(db_url: str) -> Engine:
 
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=4)
-def get_predictor(path: str, sha256: str) -> Any:
+def get_predictor(path: str, sha256: str) -> Predictor:
     """Load a checkpoint once per process (``sha256`` keys the cache to the exact weights)."""
-    from fracturescan.inference import Predictor
-
     return on_model_thread(Predictor.from_checkpoint, path)
 
 

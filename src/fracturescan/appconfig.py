@@ -1,4 +1,5 @@
-"""Web app configuration, read from environment variables (set by ``fracturescan app``)."""
+"""Deployment configuration shared by the web app and the REST API (database, models, sessions,
+upload limits), read from environment variables set by `fracturescan app` / `fracturescan serve`."""
 
 from __future__ import annotations
 

@@ -1,0 +1,79 @@
+"""The type of a checkpoint's ``metadata.json``: what the weights are, how inputs are prepared,
+how decisions are made, and where the checkpoint came from."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from fracturescan.data.records import LABEL_NAMES
+from fracturescan.errors import CheckpointError
+from fracturescan.models.registry import IMAGENET_MEAN, IMAGENET_STD
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class CheckpointMetadata:
+    """Everything ``metadata.json`` records. Unknown keys from newer versions land in ``extra``
+    and are written back unchanged, so an older fracturescan never silently drops them."""
+
+    arch: str = "densenet121"
+    hidden: int = 256
+    dropout: float = 0.5
+    input_size: int = 224
+    channels: int = 3
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    label_names: tuple[str, ...] = LABEL_NAMES
+    threshold: float = 0.5
+    threshold_method: str = "default 0.5 (not tuned)"
+    training_config: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    data_fingerprint: str | None = None
+    synthetic: bool = False
+    body_parts: tuple[str, ...] = ()
+    package_version: str = ""
+    git_commit: str | None = None
+    created_at: str = ""
+    sha256: str = ""
+    #: SHA-256 of ``model.onnx`` written by ``fracturescan export --onnx``; "" when not exported.
+    onnx_sha256: str = ""
+    #: SHA-256 and layer of ``explain_reference.safetensors`` (the mean activation of normal
+    #: training images that heatmaps are measured against); "" when there is none.
+    reference_sha256: str = ""
+    reference_layer: str = ""
+    format_version: int = FORMAT_VERSION
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict; ``extra`` keys are merged back at the top level."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
+        for name in ("mean", "std", "label_names", "body_parts"):
+            out[name] = list(out[name])
+        return {**self.extra, **out}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CheckpointMetadata:
+        """Build from a dict (missing keys take defaults; unknown keys are kept in ``extra``).
+
+        Raises:
+            CheckpointError: not a dict, or written by a newer, incompatible format version.
+        """
+        if not isinstance(data, dict):
+            raise CheckpointError(f"checkpoint metadata must be a JSON object, got {type(data).__name__}")
+        version = data.get("format_version", FORMAT_VERSION)
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise CheckpointError(
+                f"checkpoint format version {version!r} is newer than this fracturescan supports "
+                f"({FORMAT_VERSION}); upgrade fracturescan"
+            )
+        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        known = {k: v for k, v in data.items() if k in names}
+        nested = data.get("extra") if isinstance(data.get("extra"), dict) else {}
+        extra = {**nested, **{k: v for k, v in data.items() if k not in names | {"extra"}}}
+        for name in ("mean", "std", "label_names", "body_parts"):
+            if name in known:
+                known[name] = tuple(known[name])
+        return cls(**known, extra=extra)
