@@ -123,7 +123,7 @@ def test_synthetic_warning_present_iff_synthetic(tmp_path: Path, synthetic: bool
         assert (SYNTHETIC_DATA in text) is synthetic, name
         assert "not a diagnostic device" in text, name
         if synthetic:  # near the top, before any metric
-            assert text.index("SYNTHETIC PHANTOMS") < text.index("Summary")
+            assert text.index(SYNTHETIC_DATA) < text.index("Summary")
 
 
 def test_html_escapes_strings(tmp_path: Path) -> None:
