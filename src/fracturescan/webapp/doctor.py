@@ -25,7 +25,7 @@ _RESULT = "doctor_analysis"
 _ROUTE = "doctor_route"
 _AUTOMATIC = "Automatic (from the DICOM header)"
 #: Loads a model for an analysis: choice -> (predictor, threshold).
-Loader = Callable[[ModelChoice], tuple[Any, float]]
+Loader = Callable[[ModelChoice], tuple[Predictor, float]]
 
 
 def model_header(choice: ModelChoice, threshold: float) -> None:
@@ -75,7 +75,7 @@ def _part_selector(engine: Engine, models: Sequence[ModelChoice]) -> str | None:
     return labels[picked]
 
 
-def _route(engine: Engine, models: Sequence[ModelChoice], files: list[Any], part: str | None) -> Route | None:
+def _route(engine: Engine, models: Sequence[ModelChoice], files: list[UploadedFile], part: str | None) -> Route | None:
     """The study's route, or None after showing why it cannot be analysed (one line)."""
     try:
         return route_study(engine, models, [(f.name, f.getvalue()) for f in files], part)
