@@ -225,12 +225,16 @@ def _train(cfg: TrainConfig, resume: bool, run_dir: Path, state_path: Path, devi
         save_config(cfg, run_dir / "config.yaml")
     seed_everything(cfg.seed + ctx.rank)
     index = open_dataset(Path(cfg.data), cfg.body_part)
+    # The network (and its initial weights: a missing or failed ImageNet download) before the
+    # slow cache, so such an error comes at once. Building the data draws nothing from torch's
+    # generator, so the initial weights are those of the same seed either way.
+    model = build_model(cfg.arch, weights=cfg.weights, hidden=cfg.hidden, dropout=cfg.dropout)
     data = _Data(cfg, index, device, run_dir, ctx)
     weights = class_weights(data.y_train.cpu())
     log.info("Training %s on %d images (hold-out %d), class weights normal=%.3f abnormal=%.3f, device %s",
              cfg.arch, len(data.x_train), len(data.x_hold), *weights, device)
 
-    model = build_model(cfg.arch, weights=cfg.weights, hidden=cfg.hidden, dropout=cfg.dropout).to(device)
+    model = model.to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     net = model  # the bare module: validation and checkpoints use it
