@@ -128,6 +128,21 @@ def _image_result(item: AnalysedImage, threshold: float, heatmaps: bool, synthet
     return result
 
 
+def _dicom_objects(analysis: Any, uploads: list[tuple[str, bytes]],
+                   choice: ModelChoice) -> tuple[list[schemas.DicomObject], str | None]:
+    """The analysis as DICOM files (base64), or why there are none."""
+    try:
+        from fracturescan.pacs.files import file_name, to_bytes
+        from fracturescan.pacs.uploads import dicom_results
+    except ImportError:
+        return [], "No DICOM results: the server lacks the pacs extra (pip install 'fracturescan[pacs]')."
+    datasets, note = dicom_results(analysis, uploads, choice)
+    return [schemas.DicomObject(file_name=file_name(ds), modality=str(ds.Modality),
+                                sop_instance_uid=str(ds.SOPInstanceUID),
+                                dicom_base64=base64.b64encode(to_bytes(ds)).decode("ascii"))
+            for ds in datasets], note
+
+
 def _read_uploads(files: list[UploadFile],
                   max_bytes: int) -> tuple[list[tuple[str, bytes]], dict[int, schemas.ImageResult]]:
     """(name, bytes) of each file within the limit, and {position: its error result} for those
@@ -214,6 +229,9 @@ def create_app(config: AppConfig, preload: bool = False) -> FastAPI:
                 files: Annotated[list[UploadFile], File(min_length=1, description="The views of one study: PNG, JPEG or DICOM.")],
                 heatmaps: Annotated[bool, Query(description="Add a heatmap overlay (base64 PNG) per image.")] = False,
                 body_part: BodyPart = None,
+                dicom: Annotated[bool, Query(description="Add the results as DICOM files for PACS (a TID 1500 SR "
+                                                         "and a heatmap Secondary Capture per image, in the "
+                                                         "source study); needs DICOM files of one study.")] = False,
                 ) -> schemas.Prediction:
         """Score one study with the model for its body part (``body_part``, else the DICOM
         BodyPartExamined, else the default model): each image, and the study as the mean of its
@@ -227,7 +245,7 @@ def create_app(config: AppConfig, preload: bool = False) -> FastAPI:
         threshold = active_threshold(engine, choice)
         predictor = models.predictor(choice)
         analysis = on_model_thread(
-            analyse_and_record, engine, user, choice, predictor, threshold, uploads, heatmaps=heatmaps,
+            analyse_and_record, engine, user, choice, predictor, threshold, uploads, heatmaps=heatmaps or dicom,
             store_pixels=bool(settings.get_setting(engine, settings.STORE_PIXELS, False)),
             max_bytes=config.max_upload_bytes)
         scored = iter(analysis.images)
@@ -244,6 +262,7 @@ def create_app(config: AppConfig, preload: bool = False) -> FastAPI:
         log_event(engine, user.username, "api_prediction",
                   f"audit #{analysis.audit_id} with API key {credentials.credentials[:12]}…")
         methods = {image.heatmap_method for image in images if image.heatmap_method}
+        dicom_objects, dicom_note = _dicom_objects(analysis, uploads, choice) if dicom else ([], None)
         return schemas.Prediction(
             audit_id=analysis.audit_id, model_id=choice.model_id, model_version=choice.version,
             model_sha256=choice.metadata.sha256, synthetic=choice.metadata.synthetic, threshold=threshold,
@@ -252,7 +271,8 @@ def create_app(config: AppConfig, preload: bool = False) -> FastAPI:
             images=images, heatmap_caption=heatmap_caption(methods.pop()) if methods else None,
             seconds=analysis.seconds, disclaimer=DISCLAIMER, body_part=route.body_part,
             body_part_source=route.source,
-            warnings=_warnings(choice, choice.localisation()) + list(route.notes))
+            warnings=_warnings(choice, choice.localisation()) + list(route.notes) + ([dicom_note] if dicom_note else []),
+            dicom_objects=dicom_objects if dicom else None)
 
     @app.post("/v1/studies/{audit_id}/feedback", response_model=schemas.FeedbackOut, status_code=201,
               responses=_errors(400, 401, 404, 422, 500))

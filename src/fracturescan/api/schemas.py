@@ -64,6 +64,15 @@ class StudyResult(BaseModel):
     n_images: int
 
 
+class DicomObject(BaseModel):
+    """One result object for PACS: a Part 10 DICOM file, base64-encoded."""
+
+    file_name: str = Field(description="SR_<SOPInstanceUID>.dcm or SC_<SOPInstanceUID>.dcm")
+    modality: str = Field(description="SR (the structured report) or OT (the heatmap secondary capture).")
+    sop_instance_uid: str
+    dicom_base64: str
+
+
 class Prediction(BaseModel):
     """``POST /v1/predict``: per-image and study results, with the model that made them."""
 
@@ -82,6 +91,9 @@ class Prediction(BaseModel):
     body_part_source: str = Field("default", description="How the model was chosen: 'request' (body_part "
                                                          "parameter), 'dicom' (BodyPartExamined) or 'default'.")
     warnings: list[str]
+    dicom_objects: list[DicomObject] | None = Field(
+        None, description="With ?dicom=true: the SR and heatmap SCs in the source study, to store in PACS "
+                          "(empty, with the reason in warnings, when the files are not DICOM of one study).")
 
 
 class BodyPartModel(BaseModel):

@@ -10,7 +10,7 @@ import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fracturescan.errors import FracturescanError
+from fracturescan.errors import FracturescanError, RoutingError
 from fracturescan.pacs.analyse import analyse_study, read_header
 from fracturescan.pacs.policy import IMAGE_SOP_CLASSES, refusal_reason, too_many
 from fracturescan.pacs.results import Refusal, StudyResult, describe
