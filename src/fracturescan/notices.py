@@ -14,6 +14,11 @@ INTENDED_USE = (
 )
 #: With every prediction (CLI, API).
 NOT_A_DIAGNOSIS = "Decision support only: not a diagnosis. A clinician must read every image."
+#: With results filed into PACS (DICOM structured report), where no other wording travels along.
+SECOND_READER = (
+    "fracturescan is research software and a second reader: its probabilities and heatmaps are an "
+    "explanation aid, not a diagnosis; every result must be reviewed by a qualified clinician."
+)
 #: In reports and the API description.
 NOT_A_DEVICE = (
     "fracturescan is research software, not a diagnostic device. It is not cleared or approved "

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
+from ..notices import SECOND_READER, SYNTHETIC_MODEL
+
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from pydicom.dataset import Dataset
 
@@ -23,11 +25,6 @@ MANUFACTURER = "fracturescan (open source)"
 #: The study levels a result can state. "indeterminate" is the doubt level of the decision rule.
 LEVELS = ("abnormal", "normal", "indeterminate")
 
-NOT_A_DIAGNOSIS = ("fracturescan is research software and a second reader: its probabilities and "
-                   "heatmaps are an explanation aid, not a diagnosis; every result must be reviewed "
-                   "by a qualified clinician.")
-SYNTHETIC_MODEL = ("SYNTHETIC MODEL: trained on synthetic phantom images, not real radiographs; "
-                   "its results mean nothing for real patients.")
 
 
 @dataclass(frozen=True)
@@ -70,7 +67,7 @@ class StudyResult:
     @property
     def notices(self) -> list[str]:
         """The sentences every result object carries."""
-        return [NOT_A_DIAGNOSIS] + ([SYNTHETIC_MODEL] if self.synthetic else [])
+        return [SECOND_READER] + ([SYNTHETIC_MODEL] if self.synthetic else [])
 
 
 def study_level(probability: float | None, threshold: float) -> str | None:
