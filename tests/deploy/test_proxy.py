@@ -93,6 +93,7 @@ def test_tls_only_with_security_headers(stack) -> None:
     # The same headers on API answers and on errors.
     status, headers, _ = _request(stack, "GET", "/v1/model")
     assert status == 401 and all(name in headers for name in SECURITY_HEADERS)
+    assert _request(stack, "GET", "/metrics")[0] == 404  # monitoring stays on the inside
     # Plain HTTP only redirects to HTTPS.
     conn = http.client.HTTPConnection(stack.http.removeprefix("http://"), timeout=10)
     conn.request("GET", "/v1/health")

@@ -23,7 +23,7 @@ from fracturescan.appconfig import AppConfig
 from fracturescan.inference import Predictor
 from fracturescan.service import active_model, active_threshold, discover_models, on_model_thread
 
-from . import admin, apikeys_page, auth, doctor
+from . import admin, apikeys_page, auth, doctor, monitoring_page
 
 log = logging.getLogger("fracturescan.webapp")
 
@@ -43,6 +43,7 @@ PAGES: dict[str, Page] = {
     "keys": Page("API keys", frozenset({"admin"})),
     "models": Page("Model & settings", frozenset({"admin"})),
     "audit": Page("Audit log", frozenset({"admin"})),
+    "monitoring": Page("Monitoring", frozenset({"admin"})),
 }
 ADMIN_PAGES = tuple(k for k, p in PAGES.items() if "doctor" not in p.roles)
 
@@ -95,6 +96,7 @@ def _render_page(key: str, engine: Engine, user: UserInfo, config: AppConfig) ->
         "keys": lambda: apikeys_page.render_api_keys(engine, user),
         "models": lambda: admin.render_models(engine, user, models, choice),
         "audit": lambda: admin.render_audit(engine, user),
+        "monitoring": lambda: monitoring_page.render_monitoring(engine, choice),
     }
     if key in renderers:
         if key == "account":
