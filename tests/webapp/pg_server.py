@@ -34,14 +34,13 @@ def postgres_server() -> Iterator[str]:
     root = Path(tempfile.mkdtemp(prefix="fs-pg-"))
     if os.geteuid() == 0:
         shutil.chown(root, "postgres", "postgres")
-    data, log = root / "data", root / "server.log"
+    data = root / "data"
     try:
         subprocess.run(_as_owner([initdb, "-D", str(data), "-U", "fracturescan", "-A", "trust", "-E", "UTF8",
                                   "--no-sync"]), check=True, capture_output=True, timeout=120)
-        options = f"-k {root} -c listen_addresses='' -c fsync=off -p 5432"
-        subprocess.run(_as_owner([pg_ctl, "-D", str(data), "-l", str(log), "-o", options, "-w", "start"]),
-                       check=True, capture_output=True, timeout=120)
-        yield f"postgresql+psycopg://fracturescan@/postgres?host={root}&port=5432"
+        url = f"postgresql+psycopg://fracturescan@/postgres?host={root}&port=5432"
+        start_server(url)
+        yield url
     finally:
         subprocess.run(_as_owner([pg_ctl, "-D", str(data), "-m", "immediate", "stop"]), capture_output=True,
                        timeout=60)
@@ -60,3 +59,25 @@ def new_database(server_url: str) -> str:
         conn.execute(sqlalchemy.text(f"CREATE DATABASE {name}"))
     admin.dispose()
     return server_url.replace("/postgres?", f"/{name}?")
+
+
+def _root(url: str) -> Path:
+    """The server's folder (its socket directory) from a URL that :func:`postgres_server` made."""
+    return Path(url.split("host=")[1].split("&")[0])
+
+
+def start_server(url: str) -> None:
+    """Start (or, after a crash, restart with recovery) the server of ``url``."""
+    root = _root(url)
+    options = f"-k {root} -c listen_addresses='' -c fsync=off -p 5432"
+    subprocess.run(_as_owner([_bin("pg_ctl"), "-D", str(root / "data"), "-l", str(root / "server.log"), "-o",
+                              options, "-w", "start"]), check=True, capture_output=True, timeout=120)
+
+
+def kill_server(url: str) -> int:
+    """SIGKILL the server's postmaster, as a crash would; returns its pid."""
+    import signal
+
+    pid = int((_root(url) / "data" / "postmaster.pid").read_text().splitlines()[0])
+    os.kill(pid, signal.SIGKILL)
+    return pid

@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fracturescan import __version__
@@ -84,7 +85,8 @@ _ERROR_MEANINGS = {
     422: "Invalid request, none of the files could be read (each file's reason is named), or the study "
          "cannot be routed (mixed body parts, a part no model covers, a DICOM part contradicting body_part).",
     500: "Unexpected error: the message gives a reference to the server log, no details.",
-    503: "No model is available, or the active model could not be loaded.",
+    503: "No model is available, the active model could not be loaded, or the database is unavailable "
+         "(retry in a moment).",
 }
 
 
@@ -201,7 +203,7 @@ def create_app(config: AppConfig, preload: bool = False) -> FastAPI:
     Credentials = Annotated[HTTPAuthorizationCredentials, Depends(bearer)]  # the same, cached per request
     Model = Annotated[ModelChoice, Depends(require_model)]
 
-    @app.get("/v1/health", response_model=schemas.Health, responses=_errors(500))
+    @app.get("/v1/health", response_model=schemas.Health, responses=_errors(500, 503))
     def health() -> schemas.Health:
         """Liveness, and whether a model is there to serve (no key needed)."""
         choice = models.active(engine)
@@ -275,7 +277,7 @@ def create_app(config: AppConfig, preload: bool = False) -> FastAPI:
             dicom_objects=dicom_objects if dicom else None)
 
     @app.post("/v1/studies/{audit_id}/feedback", response_model=schemas.FeedbackOut, status_code=201,
-              responses=_errors(400, 401, 404, 422, 500))
+              responses=_errors(400, 401, 404, 422, 500, 503))
     def feedback(audit_id: Annotated[int, PathParam(ge=1, le=2**63 - 1, description="From a prediction.")],
                  body: schemas.FeedbackIn, user: User) -> schemas.FeedbackOut:
         """Record whether the reader agrees with an analysis's study decision (append-only)."""
@@ -301,6 +303,12 @@ def create_app(config: AppConfig, preload: bool = False) -> FastAPI:
     return app
 
 
+def app_from_env() -> FastAPI:
+    """The API configured by ``FRACTURESCAN_*`` variables: what each worker process of
+    ``fracturescan serve --workers N`` runs."""
+    return create_app(AppConfig.from_env(), preload=True)
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     """Every error becomes ``{"error": "..."}``; unexpected ones are logged with a reference."""
 
@@ -324,6 +332,16 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RoutingError)
     async def unroutable(request: Request, exc: RoutingError) -> JSONResponse:
         return JSONResponse({"error": str(exc)}, status_code=422)
+
+    # A database that is down or restarting is a 503 to retry, not an unexpected 500 (which
+    # also makes the server drop the client's connection).
+    @app.exception_handler(OperationalError)
+    async def database_unavailable(request: Request, exc: OperationalError) -> JSONResponse:
+        reference = uuid.uuid4().hex[:12]
+        log.error("database unavailable (reference %s) on %s: %s", reference, request.url.path,
+                  str(exc.orig).splitlines()[0] if exc.orig else exc)
+        return JSONResponse({"error": f"The database is unavailable right now (reference {reference}); "
+                                      "retry in a moment."}, status_code=503)
 
     @app.exception_handler(FracturescanError)
     async def library_error(request: Request, exc: FracturescanError) -> JSONResponse:

@@ -71,7 +71,9 @@ def app_command(models: Optional[Path] = _MODELS, model: Optional[list[Path]] = 
 @command()
 def serve(models: Optional[Path] = _MODELS, model: Optional[list[Path]] = _MODEL, db: str = _DB,
           host: str = _HOST, port: int = typer.Option(8000, help="Port to listen on."),
-          max_upload_mb: float = _MAX_UPLOAD) -> None:
+          max_upload_mb: float = _MAX_UPLOAD,
+          workers: int = typer.Option(1, "--workers", min=1, max=64,
+                                      help="Worker processes (each loads the model; share PostgreSQL).")) -> None:
     """Start the REST API (FastAPI): POST /v1/predict with an API key; docs at /docs."""
     try:
         import fastapi  # noqa: F401
@@ -81,9 +83,38 @@ def serve(models: Optional[Path] = _MODELS, model: Optional[list[Path]] = _MODEL
         raise MissingExtraError(exc.name or "fastapi", "api", "The REST API") from exc
     from ..api.app import create_app
 
-    api = create_app(_deploy_config(models, model, db, max_upload_mb), preload=True)
+    config = _deploy_config(models, model, db, max_upload_mb)
+    if workers > 1:
+        _serve_workers(config, host, port, workers)
+        return
+    api = create_app(config, preload=True)
     typer.echo(f"fracturescan API on http://{host}:{port} (docs at /docs; database {db.split('@')[-1]})")
     uvicorn.run(api, host=host, port=port, log_level="info")
+
+
+def _serve_workers(config, host: str, port: int, workers: int) -> None:  # noqa: ANN001  (AppConfig)
+    """Run ``workers`` API processes on one port (uvicorn restarts any that dies). Each builds its
+    app from the environment; the schema is made once here first, so they do not race for it."""
+    import os
+    import shutil
+    import tempfile
+
+    import uvicorn
+
+    from ..api.metrics import MULTIPROC_ENV
+
+    _store(config.db_url).dispose()
+    os.environ.update(config.to_env())
+    # The workers' request metrics meet in this folder, so any worker's /metrics reports them all.
+    metrics_dir = tempfile.mkdtemp(prefix="fracturescan-metrics-")
+    os.environ[MULTIPROC_ENV] = metrics_dir
+    typer.echo(f"fracturescan API on http://{host}:{port} with {workers} workers "
+               f"(database {config.db_url.split('@')[-1]})")
+    try:
+        uvicorn.run("fracturescan.api.app:app_from_env", factory=True, host=host, port=port, workers=workers,
+                    log_level="info")
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 @command("create", group=keys)

@@ -213,7 +213,10 @@ def connect(url: str) -> Engine:
     """The engine for ``url`` with fracturescan's connection settings; changes nothing in the
     database (for checks and backups of a database that must stay as it is)."""
     is_sqlite = url.startswith("sqlite")
-    engine = create_engine(url, connect_args={"check_same_thread": False} if is_sqlite else {})
+    # A database server restart leaves dead connections in the pool: test each before use, so
+    # the first request after a restart does not fail.
+    engine = create_engine(url, connect_args={"check_same_thread": False} if is_sqlite else {},
+                           pool_pre_ping=not is_sqlite)
     if is_sqlite:
         event.listen(engine, "connect", _sqlite_pragmas)
     return engine
