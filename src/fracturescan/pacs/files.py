@@ -52,3 +52,15 @@ def write_datasets(datasets: list[Dataset], folder: Path) -> list[Path]:
         path.write_bytes(to_bytes(ds))
         paths.append(path)
     return paths
+
+
+def zip_datasets(datasets: list[Dataset]) -> bytes:
+    """The objects as one zip archive of DICOM files (for a browser download)."""
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for ds in datasets:
+            archive.writestr(file_name(ds), to_bytes(ds))
+    return buffer.getvalue()

@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 
 _RESULT = "doctor_analysis"
 _ROUTE = "doctor_route"
+_SOURCE = "doctor_source"  # (uploads, model) of the shown analysis, for its DICOM results
+_DICOM_ZIP = "doctor_dicom_zip"
 _AUTOMATIC = "Automatic (from the DICOM header)"
 #: Loads a model for an analysis: choice -> (predictor, threshold).
 Loader = Callable[[ModelChoice], tuple[Predictor, float]]
@@ -58,8 +60,8 @@ def _localisation_note(choice: ModelChoice) -> None:
 
 
 def _clear_result() -> None:
-    st.session_state.pop(_RESULT, None)
-    st.session_state.pop(_ROUTE, None)
+    for key in (_RESULT, _ROUTE, _SOURCE, _DICOM_ZIP):
+        st.session_state.pop(key, None)
 
 
 def _part_selector(engine: Engine, models: Sequence[ModelChoice]) -> str | None:
@@ -101,6 +103,7 @@ def _run_analysis(engine: Engine, user: UserInfo, choice: ModelChoice, predictor
         analysis = on_model_thread(analyse_and_record, engine, user, choice, predictor, threshold, uploads,
                                    store_pixels=store_pixels, max_bytes=int(max_upload_mb * 1_000_000))
     st.session_state[_RESULT] = analysis
+    st.session_state[_SOURCE] = (uploads, choice)
 
 
 def _show_image(item: AnalysedImage, analysis: Analysis, show_heatmap: bool, alpha: float) -> None:
@@ -133,8 +136,33 @@ def _show_result(engine: Engine, user: UserInfo, analysis: Analysis) -> None:
     for item in analysis.images:
         with st.container(border=True):
             _show_image(item, analysis, show and analysis.heatmaps_available, alpha)
+    _dicom_download(analysis)
     if analysis.audit_id is not None:
         _feedback_form(engine, user, analysis.audit_id)
+
+
+def _dicom_download(analysis: Analysis) -> None:
+    """For a DICOM study: its SR and heatmap SCs as a zip, to store in PACS by hand."""
+    source = st.session_state.get(_SOURCE)
+    if source is None or not any(item.file_type == "dicom" for item in analysis.readable):
+        return
+    try:
+        from fracturescan.pacs.files import zip_datasets
+        from fracturescan.pacs.uploads import dicom_results
+    except ImportError:  # the pacs extra is not installed
+        return
+    if _DICOM_ZIP not in st.session_state and st.button("Prepare DICOM results for PACS (SR + heatmap SCs)"):
+        with st.spinner("Writing DICOM objects…"):
+            datasets, note = dicom_results(analysis, *source)
+        if note:
+            st.info(note)
+        else:
+            st.session_state[_DICOM_ZIP] = zip_datasets(datasets)
+    if _DICOM_ZIP in st.session_state:
+        st.download_button("Download DICOM results (zip)", st.session_state[_DICOM_ZIP],
+                           file_name="fracturescan_dicom_results.zip", mime="application/zip")
+        st.caption("A structured report and a captioned heatmap per image, in a new series of the source "
+                   "study: import them into PACS next to the images.")
 
 
 def _feedback_form(engine: Engine, user: UserInfo, audit_id: int) -> None:
