@@ -7,7 +7,7 @@ import pytest
 
 from fracturescan.store import settings
 from tests.conftest import RoutedModels
-from tests.test_routing import as_dicom, as_png, phantom_study
+from tests.routing_helpers import as_dicom, as_png, phantom_study
 
 pytest.importorskip("pydicom")
 

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from fracturescan.store import settings, users
 from fracturescan.store.db import AuditStudy
 from tests.conftest import RoutedModels
-from tests.test_routing import as_dicom, as_png, phantom_study
+from tests.routing_helpers import as_dicom, as_png, phantom_study
 
 from .conftest import ADMIN_PASSWORD, DOCTOR_PASSWORD
 from .test_app import login, new_app, texts
