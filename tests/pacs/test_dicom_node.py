@@ -104,7 +104,8 @@ def test_hostile_and_odd_input_never_stops_the_node(make_node, receiver: Receive
     report = pydicom.dcmread(get_testdata_file("test-SR.dcm"))
     report.StudyInstanceUID = f"{base}3"
     multi = small_cr(f"{base}4", 1, frames=3)
-    assert send(node.port, [ct, chest, report, multi]) == [0, 0, 0, 0]
+    elbow = small_cr(f"{base}10", 1, body_part="ELBOW")  # the model covers wrists only
+    assert send(node.port, [ct, chest, report, multi, elbow]) == [0] * 5
 
     # Two studies interleaved, then one association aborted after its first image.
     a, b = f"{base}5", f"{base}6"
@@ -133,7 +134,7 @@ def test_hostile_and_odd_input_never_stops_the_node(make_node, receiver: Receive
     many = f"{base}9"
     assert send(node.port, [small_cr(many, n, side=32) for n in range(1, 201)]) == [0] * 200
 
-    records = node.wait_for(9, timeout=120)
+    records = node.wait_for(10, timeout=120)
 
     by_key = {r.study_key: r for r in records}
     from fracturescan.pacs.studykey import study_key
@@ -155,6 +156,7 @@ def test_hostile_and_odd_input_never_stops_the_node(make_node, receiver: Receive
     assert "chest radiographs are outside" in texts(f"{base}2")
     assert "200 images" in texts(many)
     assert "truncated" in texts(f"{base}8")
+    assert record(f"{base}10").n_refused == 1 and "No model covers XR_ELBOW" in texts(f"{base}10")
     assert all(r.error is None for r in records)
     assert echo(node.port) == 0x0000  # still serving
     logged = "\n".join(r.getMessage() for r in caplog.records)

@@ -54,21 +54,26 @@ class NodeWork:
         self._predictors: dict[str, Any] = {}
 
     def load(self) -> None:
-        """Load the active model now, so a broken checkpoint stops the node at start."""
-        self.current()
+        """Load the default model now, so a broken checkpoint stops the node at start."""
+        self.current([])
 
-    def current(self) -> tuple[Any, Any, float]:
-        """(the admin's active model, its loaded Predictor, its threshold)."""
-        from fracturescan.service import active_model, active_threshold, discover_models, on_model_thread
+    def current(self, uploads: list[tuple[str, bytes]]) -> tuple[Any, Any, float]:
+        """(the model for this study's body part, chosen like the app and the API do, its loaded
+        Predictor, its threshold); :class:`~fracturescan.errors.RoutingError` when no model fits."""
+        from fracturescan.routing import route_study
+        from fracturescan.service import active_threshold, discover_models, on_model_thread
 
-        choice = active_model(self.engine, discover_models(self.config.models_dir, self.config.model_paths))
-        if choice is None:
+        models = discover_models(self.config.models_dir, self.config.model_paths)
+        if not models:
             raise FracturescanError("No model found: give --models DIR (training runs) or --model PATH.")
+        choice = route_study(self.engine, models, uploads).choice
         key = choice.metadata.sha256
         if key not in self._predictors:
             from fracturescan.inference import Predictor
 
-            self._predictors = {key: on_model_thread(Predictor.from_checkpoint, choice.path)}
+            if len(self._predictors) >= 2:  # keep the last two loaded, as the API does
+                self._predictors.pop(next(iter(self._predictors)))
+            self._predictors[key] = on_model_thread(Predictor.from_checkpoint, choice.path)
             log.info("DICOM node loaded model %s (%s)", choice.model_id, choice.version)
         return choice, self._predictors[key], active_threshold(self.engine, choice)
 
@@ -96,12 +101,17 @@ class NodeWork:
         if (reason := too_many(len(candidates))) is not None:
             refusals += [Refusal(header, reason) for _, _, header in candidates]
             candidates = []
+        uploads = [(name, data) for name, data, _ in candidates]
+        try:
+            choice, predictor, threshold = self.current(uploads)
+        except RoutingError as exc:  # mixed body parts, or a part no model covers
+            refusals += [Refusal(header, str(exc)) for _, _, header in candidates]
+            candidates, uploads = [], []
+            choice, predictor, threshold = self.current([])
         for refusal in refusals:
             log.info("%s: refused one object: %s", key, refusal.reason)
-        choice, predictor, threshold = self.current()
         if candidates:
-            outcome = on_model_thread(analyse_study, predictor, choice, threshold,
-                                      [(name, data) for name, data, _ in candidates],
+            outcome = on_model_thread(analyse_study, predictor, choice, threshold, uploads,
                                       engine=self.engine, user=self.user)
             result = dataclasses.replace(outcome.result, refusals=outcome.result.refusals + refusals)
         else:
