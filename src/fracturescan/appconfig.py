@@ -16,6 +16,7 @@ ENV_MODEL_PATHS = "FRACTURESCAN_MODEL_PATHS"
 ENV_IDLE_MINUTES = "FRACTURESCAN_SESSION_IDLE_MINUTES"
 ENV_MAX_HOURS = "FRACTURESCAN_SESSION_MAX_HOURS"
 ENV_MAX_UPLOAD_MB = "FRACTURESCAN_MAX_UPLOAD_MB"
+ENV_TRUST_PROXY = "FRACTURESCAN_TRUST_PROXY"
 DEFAULT_DB_URL = "sqlite:///fracturescan-app.db"
 
 
@@ -30,6 +31,10 @@ class AppConfig:
     max_hours: float = 12.0
     #: Largest accepted upload, per file, in MB (10**6 bytes); checked before decoding.
     max_upload_mb: float = 50.0
+    #: Behind a reverse proxy, every connection comes from the proxy: take the client's address
+    #: from the last X-Forwarded-For entry (the one the proxy appended) for login throttling.
+    #: Only set this when a proxy is in front, or a client could pick its own address.
+    trust_proxy: bool = False
 
     def __post_init__(self) -> None:
         if not self.max_upload_mb > 0:
@@ -62,13 +67,15 @@ class AppConfig:
             idle_minutes=float(env.get(ENV_IDLE_MINUTES, 30)),
             max_hours=float(env.get(ENV_MAX_HOURS, 12)),
             max_upload_mb=_float_env(env, ENV_MAX_UPLOAD_MB, 50.0),
+            trust_proxy=env.get(ENV_TRUST_PROXY, "").lower() in ("1", "true", "yes"),
         )
 
     def to_env(self) -> dict[str, str]:
         """The environment variables that reproduce this configuration in a child process."""
         env = {ENV_DB_URL: self.db_url, ENV_IDLE_MINUTES: str(self.idle_minutes),
                ENV_MAX_HOURS: str(self.max_hours), ENV_MAX_UPLOAD_MB: str(self.max_upload_mb),
-               ENV_MODEL_PATHS: os.pathsep.join(str(p) for p in self.model_paths)}
+               ENV_MODEL_PATHS: os.pathsep.join(str(p) for p in self.model_paths),
+               ENV_TRUST_PROXY: "1" if self.trust_proxy else ""}
         if self.models_dir is not None:
             env[ENV_MODELS_DIR] = str(self.models_dir)
         return env

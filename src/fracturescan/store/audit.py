@@ -70,11 +70,22 @@ def record_analysis(engine: Engine, user: UserInfo, model: ModelRecord, threshol
         return study.id
 
 
+class FeedbackNotAllowed(PermissionError):
+    """Feedback on a study by someone other than its own user or an admin."""
+
+
 def record_feedback(engine: Engine, user: UserInfo, study_id: int, agrees: bool, note: str) -> int:
-    """Append a doctor's agreement/disagreement with study ``study_id``; return its id."""
+    """Append a reader's agreement/disagreement with study ``study_id``; return its id.
+
+    Only the user who requested the analysis, or an admin, may (:class:`FeedbackNotAllowed`).
+    """
     with Session(engine) as session, session.begin():
-        if session.get(AuditStudy, study_id) is None:
+        study = session.get(AuditStudy, study_id)
+        if study is None:
             raise ValueError(f"no analysis with audit id {study_id}")
+        if study.user_id != user.id and user.role != "admin":
+            raise FeedbackNotAllowed(f"Feedback on analysis #{study_id} is refused: only the doctor who "
+                                     "requested it or an administrator may give it.")
         row = Feedback(study_id=study_id, created_at=utcnow(), user_id=user.id,
                        username=user.username, agrees=agrees, note=note.strip()[:4000])
         session.add(row)
@@ -132,21 +143,52 @@ def audit_rows(engine: Engine, *, since: datetime | None = None, username: str |
     return out
 
 
-def audit_csv(rows: list[dict[str, Any]]) -> str:
-    """The audit rows as CSV text with a header line."""
+#: First characters that make Excel, LibreOffice or Google Sheets treat a cell as a formula
+#: (or, for tab and CR, shift it so the next character starts one).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+EVENT_COLUMNS = ("created_at_utc", "actor", "action", "detail")
+
+
+def spreadsheet_safe(value: Any) -> Any:
+    """``value`` with a leading ``'`` if it is text a spreadsheet would run as a formula.
+
+    Numbers stay numbers; only strings are escaped (OWASP's advice for CSV injection).
+    """
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+def _csv(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=AUDIT_COLUMNS, lineterminator="\n")
+    # RFC 4180 line ends: with them the writer also quotes a cell holding a bare CR, which a
+    # spreadsheet would otherwise take as a row break (and run what follows as a new cell).
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\r\n", extrasaction="ignore")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({k: spreadsheet_safe(v) for k, v in row.items()} for row in rows)
     return buffer.getvalue()
 
 
+def audit_csv(rows: list[dict[str, Any]]) -> str:
+    """The audit rows as CSV text with a header line; formula-like cells escaped."""
+    return _csv(rows, AUDIT_COLUMNS)
+
+
+def events_csv(rows: list[dict[str, Any]]) -> str:
+    """Security events (from :func:`recent_events`) as CSV text; formula-like cells escaped."""
+    return _csv(rows, EVENT_COLUMNS)
+
+
 def recent_events(engine: Engine, limit: int = 200) -> list[dict[str, Any]]:
-    """Latest security events (logins, user and setting changes), newest first."""
+    """Latest security events (logins, user and setting changes), newest first.
+
+    Text is escaped for spreadsheets already: the admin page's table has its own CSV download,
+    and a failed login's user name is whatever the visitor typed.
+    """
     with Session(engine) as session:
         rows = session.scalars(select(Event).order_by(Event.id.desc()).limit(limit)).all()
-        return [{"created_at_utc": e.created_at.isoformat(timespec="seconds"), "actor": e.actor,
-                 "action": e.action, "detail": e.detail} for e in rows]
+        return [dict(zip(EVENT_COLUMNS, map(spreadsheet_safe, (
+            e.created_at.isoformat(timespec="seconds"), e.actor, e.action, e.detail)))) for e in rows]
 
 
 def log_event(engine: Engine, actor: str, action: str, detail: str = "") -> None:

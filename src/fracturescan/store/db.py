@@ -202,6 +202,14 @@ def _append_only_triggers(engine: Engine) -> None:
                         f"CREATE TRIGGER IF NOT EXISTS {table}_no_{op.lower()} BEFORE {op} ON {table} "
                         f"BEGIN SELECT RAISE(ABORT, '{table} is append-only'); END"
                     ))
+                # INSERT OR REPLACE / REPLACE INTO delete the clashing row without firing DELETE
+                # triggers (unless the writer turned recursive_triggers on), so an insert that
+                # reuses an existing id is refused before it gets that far; an upsert too.
+                conn.execute(text(
+                    f"CREATE TRIGGER IF NOT EXISTS {table}_no_replace BEFORE INSERT ON {table} "
+                    f"WHEN EXISTS (SELECT 1 FROM {table} WHERE id = NEW.id) "
+                    f"BEGIN SELECT RAISE(ABORT, '{table} is append-only'); END"
+                ))
                 continue
             for name, when in ((f"{table}_no_change", "UPDATE OR DELETE ON {t} FOR EACH ROW"),
                                (f"{table}_no_truncate", "TRUNCATE ON {t} FOR EACH STATEMENT")):

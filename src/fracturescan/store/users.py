@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -14,16 +15,18 @@ from sqlalchemy.orm import Session
 
 from fracturescan.errors import FracturescanError
 
+from . import throttle
 from .db import Event, User, format_utc, make_engine, utcnow
+from .throttle import BASE_LOCK, CLIENT_MAX_FAILURES, MAX_FAILURES, MAX_LOCK, client_label  # noqa: F401 (API)
 
 log = logging.getLogger(__name__)
 
 ROLES = ("doctor", "admin")
 MIN_PASSWORD_LENGTH = 12
-#: Failed logins allowed before the account locks; each further failure doubles the lock.
-MAX_FAILURES = 5
-BASE_LOCK = timedelta(seconds=30)
-MAX_LOCK = timedelta(minutes=15)
+#: User names: letters, digits, '.', '_' and '-', starting with a letter or digit. Nothing a
+#: spreadsheet would run (=, +, -, @ first) and nothing Markdown or a log line would misread.
+USERNAME_RULE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+GENERIC_REFUSAL = "Wrong user name or password."
 ADMIN_PASSWORD_ENV = "FRACTURESCAN_ADMIN_PASSWORD"
 
 _hasher = PasswordHasher()
@@ -56,8 +59,16 @@ def _info(user: User) -> UserInfo:
                     user.must_change_password, user.session_version)
 
 
-def _event(session: Session, actor: str, action: str, detail: str = "") -> None:
-    session.add(Event(actor=actor, action=action, detail=detail, created_at=utcnow()))
+def _event(session: Session, actor: str, action: str, detail: str = "",
+           at: datetime | None = None) -> None:
+    session.add(Event(actor=actor, action=action, detail=detail, created_at=at or utcnow()))
+
+
+def check_username(username: str) -> None:
+    """Raise :class:`UserAdminError` unless ``username`` follows :data:`USERNAME_RULE`."""
+    if not USERNAME_RULE.fullmatch(username):
+        raise UserAdminError("A user name has 1 to 64 characters: letters, digits, '.', '_' or '-', "
+                             "starting with a letter or digit (e.g. 'dr.smith').")
 
 
 def check_password_strength(password: str) -> None:
@@ -78,8 +89,7 @@ def create_user(engine: Engine, username: str, password: str, role: str, *, acto
                 must_change_password: bool = False) -> UserInfo:
     """Create a user with an argon2 hash of ``password``."""
     username = username.strip()
-    if not username or len(username) > 64:
-        raise UserAdminError("A user name needs 1 to 64 characters.")
+    check_username(username)
     _check_role(role)
     check_password_strength(password)
     with Session(engine) as session, session.begin():
@@ -112,54 +122,70 @@ def ensure_admin(engine: Engine, env_password: str | None) -> str | None:
     return one_time
 
 
-def _lock_for(failures: int) -> timedelta:
-    """Lock duration after ``failures`` consecutive failures (0 below the limit)."""
-    if failures < MAX_FAILURES:
-        return timedelta(0)
-    # Cap the exponent: after hundreds of failures 2**n would overflow timedelta.
-    return min(BASE_LOCK * (2 ** min(failures - MAX_FAILURES, 16)), MAX_LOCK)
+#: Kept for callers of the old name; the rule lives in :mod:`fracturescan.store.throttle`.
+_lock_for = throttle.lock_for
 
 
-def authenticate(engine: Engine, username: str, password: str,
-                 now: datetime | None = None) -> UserInfo:
-    """Return the user for valid credentials; raise :class:`AuthenticationError` otherwise."""
+def authenticate(engine: Engine, username: str, password: str, now: datetime | None = None,
+                 client: str | None = None) -> UserInfo:
+    """Return the user for valid credentials; raise :class:`AuthenticationError` otherwise.
+
+    ``client`` is the caller's address: failures are throttled per client (and per client and
+    user name), so nobody can lock an account out from another computer. Every refused attempt
+    is an event; a throttled attempt is refused before any password is checked, with the same
+    answer whether the user exists or not.
+    """
     now = now or utcnow()
+    client = client_label(client)
     # The transaction must commit before the error is raised (an exception inside
-    # ``session.begin()`` would roll back the failure count and the lock-out with it).
+    # ``session.begin()`` would roll back the recorded failure with it).
     with Session(engine) as session, session.begin():
-        user = session.scalar(select(User).where(User.username == username.strip()))
-        refusal = _check_login(session, user, username, password, now)
+        name = username.strip()
+        actor = name if USERNAME_RULE.fullmatch(name) else "(invalid name)"
+        wait = throttle.wait_seconds(session, client, actor, now)
+        if wait:
+            _event(session, actor, throttle.REFUSED, throttle.detail(client, f"throttled, {wait} s left"), now)
+            refusal: str | None = f"Too many failed attempts: try again in {wait} s."
+        else:
+            user = session.scalar(select(User).where(User.username == name)) if actor == name else None
+            refusal = _check_login(session, user, actor, password, now, client)
         if refusal is None:
             user.failed_logins, user.locked_until = 0, None
             if _hasher.check_needs_rehash(user.password_hash):
                 user.password_hash = _hasher.hash(password)
-            _event(session, user.username, "login")
+            _event(session, user.username, throttle.LOGIN, throttle.detail(client), now)
             info = _info(user)
     if refusal is not None:
         raise AuthenticationError(refusal)
     return info
 
 
-def _check_login(session: Session, user: User | None, username: str, password: str,
-                 now: datetime) -> str | None:
+def _check_login(session: Session, user: User | None, actor: str, password: str,
+                 now: datetime, client: str) -> str | None:
     """The refusal message for this attempt (recording failures), or None when it succeeds."""
-    generic = "Wrong user name or password."
     if user is None:
-        _verify(_DUMMY_HASH, password)
-        _event(session, username[:64], "login_failed", "unknown user")
-        return generic
-    if user.locked_until is not None and user.locked_until > now:
-        wait = int((user.locked_until - now).total_seconds()) + 1
-        return f"Too many failed attempts: try again in {wait} s."
+        _verify(_DUMMY_HASH, password)  # a miss takes as long as a wrong password
+        _event(session, actor, throttle.FAILED, throttle.detail(client, "unknown user"), now)
+        return GENERIC_REFUSAL
     if not _verify(user.password_hash, password):
-        user.failed_logins += 1
-        lock = _lock_for(user.failed_logins)
-        user.locked_until = now + lock if lock else None
-        _event(session, user.username, "login_failed", f"failure {user.failed_logins}")
-        return generic
+        user.failed_logins += 1  # shown to admins; locks nothing by itself
+        _event(session, user.username, throttle.FAILED,
+               throttle.detail(client, f"wrong password, failure {user.failed_logins}"), now)
+        return GENERIC_REFUSAL
     if not user.active:
+        _event(session, user.username, throttle.REFUSED, throttle.detail(client, "account disabled"), now)
         return "This account is disabled; ask an administrator."
     return None
+
+
+def unlock(engine: Engine, username: str, *, actor: str, now: datetime | None = None) -> None:
+    """Forget ``username``'s failed logins, from every client (``fracturescan user unlock``)."""
+    with Session(engine) as session, session.begin():
+        user = session.scalar(select(User).where(User.username == username))
+        if user is None:
+            raise UserAdminError(f"No user named {username!r}; `fracturescan user list` shows them.")
+        user.failed_logins, user.locked_until = 0, None
+        _event(session, actor, throttle.UNLOCKED, user.username, now)
 
 
 def _verify(stored: str, password: str) -> bool:
@@ -235,14 +261,28 @@ def set_password(engine: Engine, username: str, password: str, *, actor: str,
 
 
 def open_store(url: str) -> Engine:
-    """The database at ``url``, ready: tables created and, on an empty user table, the first
-    ``admin`` (from ``FRACTURESCAN_ADMIN_PASSWORD``, else a one-time password written to the
-    server log only: whoever started the server is the first admin)."""
+    """The database at ``url``, ready: tables created and, on an empty user table with
+    ``FRACTURESCAN_ADMIN_PASSWORD`` set, the first ``admin`` with that password.
+
+    Without that variable no account is made here: the commands that start a server (and
+    ``fracturescan user create-admin``) call :func:`ensure_admin` and print the one-time password
+    on their terminal. It never goes through logging, whose records get shipped and kept.
+    """
     import os
 
     engine = make_engine(url)
-    one_time = ensure_admin(engine, os.environ.get(ADMIN_PASSWORD_ENV))
-    if one_time:
-        log.warning("Created user 'admin' with one-time password: %s (change it at first login)",
-                    one_time)
+    if os.environ.get(ADMIN_PASSWORD_ENV):
+        ensure_admin(engine, os.environ[ADMIN_PASSWORD_ENV])
     return engine
+
+
+def has_users(engine: Engine) -> bool:
+    """True once any account exists."""
+    with Session(engine) as session:
+        return bool(session.scalar(select(func.count()).select_from(User)))
+
+
+def anyone_logged_in(engine: Engine) -> bool:
+    """True once anybody has logged in (the login page stops explaining the first start)."""
+    with Session(engine) as session:
+        return session.scalar(select(Event.id).where(Event.action == throttle.LOGIN).limit(1)) is not None

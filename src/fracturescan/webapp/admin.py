@@ -10,7 +10,7 @@ from sqlalchemy import Engine
 
 from fracturescan.errors import FracturescanError
 from fracturescan.store import settings, users
-from fracturescan.store.audit import audit_csv, audit_rows, recent_events
+from fracturescan.store.audit import audit_csv, audit_rows, events_csv, recent_events, spreadsheet_safe
 from fracturescan.store.db import utcnow
 from fracturescan.store.users import UserInfo
 
@@ -46,7 +46,8 @@ def render_users(engine: Engine, admin: UserInfo) -> None:
         st.markdown("**Change a user**")
         target = st.selectbox("User", names, key="manage_target")
         action = st.selectbox("Action", ["Disable", "Enable", "Make doctor", "Make admin",
-                                         "Reset password"], key="manage_action")
+                                         "Reset password", "Unlock (forget failed logins)"],
+                              key="manage_action")
         new_password = st.text_input("New temporary password (for a reset)", type="password",
                                      key="manage_password")
         if st.form_submit_button("Apply") and target:
@@ -64,6 +65,7 @@ def _apply(engine: Engine, admin: UserInfo, target: str, action: str, password: 
         "Make admin": lambda: users.set_role(engine, target, "admin", actor=actor),
         "Reset password": lambda: users.set_password(engine, target, password, actor=actor,
                                                      must_change=True),
+        "Unlock (forget failed logins)": lambda: users.unlock(engine, target, actor=actor),
     }
     _attempt(actions[action], f"{action}: done for {target!r}.")
 
@@ -157,7 +159,12 @@ def render_audit(engine: Engine, admin: UserInfo) -> None:
     st.caption(f"{len(rows)} image row(s); times are UTC.")
     st.download_button("Export CSV", audit_csv(rows), file_name="fracturescan-audit.csv",
                        mime="text/csv", disabled=not rows)
-    st.dataframe(rows, hide_index=True, width="stretch", column_order=_AUDIT_FIRST + tuple(
+    # The table's own download button exports what it shows: escape formula-like text there too.
+    shown = [{k: spreadsheet_safe(v) for k, v in row.items()} for row in rows]
+    st.dataframe(shown, hide_index=True, width="stretch", column_order=_AUDIT_FIRST + tuple(
         c for c in (rows[0] if rows else {}) if c not in _AUDIT_FIRST))
-    with st.expander("Security events (logins, user and setting changes)"):
-        st.dataframe(recent_events(engine), hide_index=True, width="stretch")
+    with st.expander("Security events (logins, refused logins, user and setting changes)"):
+        events = recent_events(engine)
+        st.download_button("Export events CSV", events_csv(events), file_name="fracturescan-events.csv",
+                           mime="text/csv", disabled=not events)
+        st.dataframe(events, hide_index=True, width="stretch")

@@ -103,7 +103,15 @@ def current_user(engine: Engine, config: AppConfig) -> UserInfo | None:
     return fresh
 
 
-def login_form(engine: Engine) -> None:
+def client_address(config: AppConfig) -> str:
+    """The browser's address, for throttling failed logins per client."""
+    forwarded = st.context.headers.get("X-Forwarded-For") if config.trust_proxy else None
+    if forwarded:
+        return forwarded.split(",")[-1].strip()
+    return st.context.ip_address or "unknown"
+
+
+def login_form(engine: Engine, config: AppConfig) -> None:
     """The login page: the only thing an anonymous visitor sees."""
     st.title("fracturescan")
     st.caption("Decision support for musculoskeletal radiographs. Sign in to continue.")
@@ -118,7 +126,7 @@ def login_form(engine: Engine) -> None:
     if not submitted:
         return
     try:
-        user = users.authenticate(engine, username, password)
+        user = users.authenticate(engine, username, password, client=client_address(config))
     except users.AuthenticationError as exc:
         st.error(str(exc))
         return
@@ -127,7 +135,7 @@ def login_form(engine: Engine) -> None:
     st.rerun()
 
 
-def change_password_form(engine: Engine, user: UserInfo, *, forced: bool) -> None:
+def change_password_form(engine: Engine, user: UserInfo, config: AppConfig, *, forced: bool) -> None:
     """Let ``user`` set a new password (forced after a reset or with a one-time password)."""
     if forced:
         st.warning("You are using a temporary password: choose your own before continuing.")
@@ -140,7 +148,7 @@ def change_password_form(engine: Engine, user: UserInfo, *, forced: bool) -> Non
     if not submitted:
         return
     try:
-        users.authenticate(engine, user.username, current)
+        users.authenticate(engine, user.username, current, client=client_address(config))
     except users.AuthenticationError:
         st.error("The current password is wrong.")
         return

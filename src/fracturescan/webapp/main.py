@@ -91,7 +91,7 @@ def _render_page(key: str, engine: Engine, user: UserInfo, config: AppConfig) ->
     models = discover_models(config.models_dir, config.model_paths)
     choice = active_model(engine, models)
     renderers: dict[str, Callable[[], None]] = {
-        "account": lambda: auth.change_password_form(engine, user, forced=False),
+        "account": lambda: auth.change_password_form(engine, user, config, forced=False),
         "users": lambda: admin.render_users(engine, user),
         "keys": lambda: apikeys_page.render_api_keys(engine, user),
         "models": lambda: admin.render_models(engine, user, models, choice),
@@ -119,11 +119,11 @@ def run(config: AppConfig | None = None) -> None:
     engine = get_engine(config.db_url)
     user = auth.current_user(engine, config)
     if user is None:
-        auth.login_form(engine)
+        auth.login_form(engine, config)
         return
     if user.must_change_password:
         st.title("Choose a password")
-        auth.change_password_form(engine, user, forced=True)
+        auth.change_password_form(engine, user, config, forced=True)
         return
     key = st.query_params.get("page", "analyse")
     if key != "keys":
