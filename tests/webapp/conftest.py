@@ -90,6 +90,19 @@ def engine(app_env: dict[str, str]):
     return engine
 
 
+@pytest.fixture
+def cheap_argon2(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Real argon2id at its lowest cost, for tests that check dozens of passwords (0.35 s each at
+    the production cost on the 2-core dev machine); that cost is tested in test_hardening."""
+    from argon2 import PasswordHasher
+
+    from fracturescan.store import users
+
+    cheap = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+    monkeypatch.setattr(users, "_hasher", cheap)
+    monkeypatch.setattr(users, "_DUMMY_HASH", cheap.hash("not-a-real-password-only-for-timing"))
+
+
 @pytest.fixture(autouse=True)
 def _restore_package_logger():
     """AppTest runs the app inside the test process, and the app sends the ``fracturescan`` log

@@ -24,14 +24,8 @@ MODEL = ModelRecord("run_x", "sha256:abc", "ab" * 32, synthetic=True)
 
 
 @pytest.fixture(autouse=True)
-def _cheap_argon2(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Real argon2id at its lowest cost: these tests verify dozens of passwords (0.35 s each at
-    the production cost on the 2-core dev machine); the cost itself is tested in test_hardening."""
-    from argon2 import PasswordHasher
-
-    cheap = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
-    monkeypatch.setattr(users, "_hasher", cheap)
-    monkeypatch.setattr(users, "_DUMMY_HASH", cheap.hash("not-a-real-password-only-for-timing"))
+def _cheap(cheap_argon2: None) -> None:
+    """Every test here checks many passwords."""
 
 
 # --------------------------------------------------------------------------- append-only guard

@@ -32,10 +32,11 @@ from fracturescan.service import (LOCALISATION_BAR, AnalysedImage, LocalisationC
                                   on_model_thread, overlay_png)
 from fracturescan.store import settings
 from fracturescan.store.apikeys import authenticate_key
-from fracturescan.store.audit import log_event, record_feedback
+from fracturescan.store.audit import FeedbackNotAllowed, log_event, record_feedback
 from fracturescan.store.users import AuthenticationError, UserInfo, open_store
 
 from . import metrics, schemas
+from .guard import RequestGuard
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,7 @@ class _Models:
 _ERROR_MEANINGS = {
     400: "The request body could not be parsed (malformed JSON or multipart).",
     401: "No API key, an unknown or revoked one, or a disabled account.",
+    403: "Feedback on an analysis requested by another user (only its own user or an admin may).",
     404: "No analysis with that audit id.",
     413: "Too many files, or a request larger than the files allowed may total.",
     422: "Invalid request, none of the files could be read (each file's reason is named), or the study "
@@ -165,6 +167,29 @@ def _read_uploads(files: list[UploadFile],
     return uploads, refused
 
 
+def _key_user(engine: Any, authorization: str | None) -> UserInfo:
+    """The owner of the bearer key in an Authorization header; AuthenticationError otherwise."""
+    scheme, _, key = (authorization or "").strip().partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise AuthenticationError("No API key.")
+    return authenticate_key(engine, key.strip())
+
+
+def _refusal(exc: Exception) -> tuple[int, str, dict[str, str]]:
+    """What the guard answers when a key check fails: 401, or 500 when the check itself broke."""
+    if isinstance(exc, AuthenticationError):
+        log.info("API request refused: %s", exc)
+        return 401, f"{exc} {_AUTH_HINT}", _BEARER
+    reference = uuid.uuid4().hex[:12]
+    log.error("API key check failed (reference %s)", reference, exc_info=exc)
+    return 500, f"Internal error (reference {reference}); it was logged on the server.", {}
+
+
+def _needs_key(path: str) -> bool:
+    """Routes that act as a user; /v1/health, the docs and unknown paths need no key."""
+    return path in ("/v1/model", "/v1/predict") or path.startswith("/v1/studies/")
+
+
 def create_app(config: AppConfig, preload: bool = False) -> FastAPI:
     """The API over ``config``'s database and models (the web app's, when they share a config).
 
@@ -180,14 +205,16 @@ def create_app(config: AppConfig, preload: bool = False) -> FastAPI:
     app.state.models = models  # benchmarks time the library on the server's own model thread
     bearer = HTTPBearer(auto_error=False)
 
-    def current_user(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> UserInfo:
-        if credentials is None:
-            raise HTTPException(401, "No API key. " + _AUTH_HINT, headers=_BEARER)
-        try:
-            return authenticate_key(engine, credentials.credentials)
-        except AuthenticationError as exc:
-            log.info("API request refused: %s", exc)
-            raise HTTPException(401, f"{exc} {_AUTH_HINT}", headers=_BEARER) from None
+    def current_user(request: Request,
+                     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> UserInfo:
+        # The guard checked the key before the body was read (``bearer`` documents the scheme).
+        user = getattr(request.state, "api_user", None)
+        if user is None:  # a route the guard does not know needs a key: check it here
+            try:
+                return _key_user(engine, request.headers.get("authorization"))
+            except AuthenticationError as exc:
+                raise HTTPException(*_refusal(exc)) from None
+        return user
 
     def require_model() -> ModelChoice:
         choice = models.active(engine)
@@ -277,26 +304,27 @@ def create_app(config: AppConfig, preload: bool = False) -> FastAPI:
             dicom_objects=dicom_objects if dicom else None)
 
     @app.post("/v1/studies/{audit_id}/feedback", response_model=schemas.FeedbackOut, status_code=201,
-              responses=_errors(400, 401, 404, 422, 500, 503))
+              responses=_errors(400, 401, 403, 404, 422, 500, 503))
     def feedback(audit_id: Annotated[int, PathParam(ge=1, le=2**63 - 1, description="From a prediction.")],
                  body: schemas.FeedbackIn, user: User) -> schemas.FeedbackOut:
         """Record whether the reader agrees with an analysis's study decision (append-only)."""
         try:
             feedback_id = record_feedback(engine, user, audit_id, body.agrees, body.note)
+        except FeedbackNotAllowed as exc:
+            raise HTTPException(403, str(exc)) from None
         except ValueError as exc:
             raise HTTPException(404, f"{exc}; use the audit_id a prediction returned.") from None
         return schemas.FeedbackOut(feedback_id=feedback_id, audit_id=audit_id)
 
-    @app.middleware("http")
-    async def refuse_oversized_bodies(request: Request, call_next: Any) -> Any:
-        # Before the body is read: a declared size over what MAX_FILES files may total is refused.
-        length = request.headers.get("content-length", "")
-        limit = MAX_FILES * config.max_upload_bytes + 1_000_000  # + room for the multipart framing
-        if length.isdigit() and int(length) > limit:
-            return JSONResponse({"error": f"The request is {int(length) / 1e6:.0f} MB, more than the "
-                                          f"{limit / 1e6:.0f} MB one request may carry; send fewer or "
-                                          "smaller files."}, status_code=413)
-        return await call_next(request)
+    limit = MAX_FILES * config.max_upload_bytes + 1_000_000  # + room for the multipart framing
+
+    def too_large(length: int | None) -> str:
+        size = f"{length / 1e6:.0f} MB, more than" if length is not None else "larger than"
+        return (f"The request is {size} the {limit / 1e6:.0f} MB one request may carry; send fewer or "
+                "smaller files.")
+
+    app.add_middleware(RequestGuard, needs_key=_needs_key, authenticate=lambda header: _key_user(engine, header),
+                       refusal=_refusal, max_body=limit, too_large=too_large)
 
     metrics.install(app, engine, lambda: models.active(engine), current_user)  # GET /metrics, admins' keys
     _install_error_handlers(app)
@@ -324,10 +352,14 @@ def _install_error_handlers(app: FastAPI) -> None:
                              for e in exc.errors())
         return JSONResponse({"error": f"Invalid request: {problems}."}, status_code=422)
 
+    # The library's messages name files and folders on the server: they go to the log, and the
+    # client gets a reference to find them there.
     @app.exception_handler(CheckpointError)
     async def broken_model(request: Request, exc: CheckpointError) -> JSONResponse:
-        log.error("the active model could not be loaded: %s", exc)
-        return JSONResponse({"error": f"The active model could not be loaded: {exc}"}, status_code=503)
+        reference = uuid.uuid4().hex[:12]
+        log.error("the active model could not be loaded (reference %s): %s", reference, exc)
+        return JSONResponse({"error": f"The active model could not be loaded (reference {reference}); an "
+                                      "administrator finds the reason in the server log."}, status_code=503)
 
     @app.exception_handler(RoutingError)
     async def unroutable(request: Request, exc: RoutingError) -> JSONResponse:
@@ -345,7 +377,10 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(FracturescanError)
     async def library_error(request: Request, exc: FracturescanError) -> JSONResponse:
-        return JSONResponse({"error": str(exc)}, status_code=500)
+        reference = uuid.uuid4().hex[:12]
+        log.error("request failed (reference %s): %s", reference, exc)
+        return JSONResponse({"error": f"The request failed (reference {reference}); it was logged on the "
+                                      "server."}, status_code=500)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

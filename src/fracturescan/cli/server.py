@@ -9,27 +9,22 @@ from typing import Optional
 import typer
 
 from ..errors import FracturescanError, MissingExtraError
-from ..appconfig import DEFAULT_DB_URL
 from . import output
 from .core import app, command
+from .db_url import DB_OPTION, open_database, resolve_db_url, shown
+from .users import announce_first_admin
 
 keys = typer.Typer(help="Create, list and revoke REST API keys.", no_args_is_help=True)
 app.add_typer(keys, name="api-key")
 
-_DB = typer.Option(DEFAULT_DB_URL, "--db", help="SQLAlchemy database URL (SQLite file or PostgreSQL); "
-                                                "the app and the API share it.")
+_DB = DB_OPTION
 _MODELS = typer.Option(None, "--models", help="Folder of training runs (the admin picks the active one).")
 _MODEL = typer.Option(None, "--model", help="A run or checkpoint directory (repeatable).")
 _HOST = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0 for the network; put TLS in front).")
 _MAX_UPLOAD = typer.Option(50.0, "--max-upload-mb", help="Largest file accepted, in MB.")
 
 
-def _store(db: str):  # noqa: ANN202  (an SQLAlchemy Engine; sqlalchemy is an optional extra)
-    try:
-        from ..store.users import open_store
-    except ImportError as exc:
-        raise MissingExtraError(exc.name or "sqlalchemy", "api", "API keys") from exc
-    return open_store(db)
+_store = open_database
 
 
 def _deploy_config(models: Optional[Path], model: Optional[list[Path]], db: str, max_upload_mb: float):  # noqa: ANN202
@@ -40,7 +35,7 @@ def _deploy_config(models: Optional[Path], model: Optional[list[Path]], db: str,
         raise FracturescanError("Give --models DIR (a folder of training runs) or --model PATH.")
     if models is not None and not models.is_dir():
         raise FracturescanError(f"--models {models} is not a folder.")
-    return AppConfig(db_url=db, models_dir=models, model_paths=tuple(model or ()), max_upload_mb=max_upload_mb)
+    return AppConfig(db_url=resolve_db_url(db), models_dir=models, model_paths=tuple(model or ()), max_upload_mb=max_upload_mb)
 
 
 @command("app")
@@ -64,7 +59,10 @@ def app_command(models: Optional[Path] = _MODELS, model: Optional[list[Path]] = 
                     "--server.maxUploadSize", str(config.streamlit_max_upload_mb),
                     "--server.headless", "true", "--browser.gatherUsageStats", "false",
                     "--server.fileWatcherType", "none", "--client.toolbarMode", "viewer"]
-    typer.echo(f"fracturescan app on http://{host}:{port} (database {db.split('@')[-1]})")
+    typer.echo(f"fracturescan app on http://{host}:{port} (database {shown(config.db_url)})")
+    # The database and the first admin exist before anyone opens the page; a one-time password
+    # is printed here, on the terminal of whoever started the server, never logged.
+    announce_first_admin(open_database(config.db_url))
     raise typer.Exit(subprocess.call(command_line, env={**os.environ, **config.to_env()}))
 
 
@@ -88,7 +86,8 @@ def serve(models: Optional[Path] = _MODELS, model: Optional[list[Path]] = _MODEL
         _serve_workers(config, host, port, workers)
         return
     api = create_app(config, preload=True)
-    typer.echo(f"fracturescan API on http://{host}:{port} (docs at /docs; database {db.split('@')[-1]})")
+    typer.echo(f"fracturescan API on http://{host}:{port} (docs at /docs; database {shown(config.db_url)})")
+    announce_first_admin(open_database(config.db_url))
     uvicorn.run(api, host=host, port=port, log_level="info")
 
 
@@ -109,7 +108,8 @@ def _serve_workers(config, host: str, port: int, workers: int) -> None:  # noqa:
     metrics_dir = tempfile.mkdtemp(prefix="fracturescan-metrics-")
     os.environ[MULTIPROC_ENV] = metrics_dir
     typer.echo(f"fracturescan API on http://{host}:{port} with {workers} workers "
-               f"(database {config.db_url.split('@')[-1]})")
+               f"(database {shown(config.db_url)})")
+    announce_first_admin(open_database(config.db_url))
     try:
         uvicorn.run("fracturescan.api.app:app_from_env", factory=True, host=host, port=port, workers=workers,
                     log_level="info")

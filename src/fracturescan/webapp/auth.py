@@ -106,9 +106,10 @@ def current_user(engine: Engine, config: AppConfig) -> UserInfo | None:
 def client_address(config: AppConfig) -> str:
     """The browser's address, for throttling failed logins per client."""
     forwarded = st.context.headers.get("X-Forwarded-For") if config.trust_proxy else None
-    if forwarded:
+    if isinstance(forwarded, str) and forwarded:
         return forwarded.split(",")[-1].strip()
-    return st.context.ip_address or "unknown"
+    address = st.context.ip_address
+    return address if isinstance(address, str) and address else "unknown"  # none in AppTest
 
 
 def login_form(engine: Engine, config: AppConfig) -> None:
