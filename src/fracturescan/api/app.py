@@ -9,6 +9,7 @@ audit trail as the web app, under the key owner's name.
 # definition time, and the dependency aliases (User, Model) are local to create_app.
 import base64
 import logging
+import re
 import uuid
 from typing import Annotated, Any
 
@@ -185,9 +186,12 @@ def _refusal(exc: Exception) -> tuple[int, str, dict[str, str]]:
     return 500, f"Internal error (reference {reference}); it was logged on the server.", {}
 
 
+_FEEDBACK_PATH = re.compile(r"/v1/studies/[^/]+/feedback")
+
+
 def _needs_key(path: str) -> bool:
     """Routes that act as a user; /v1/health, the docs and unknown paths need no key."""
-    return path in ("/v1/model", "/v1/predict") or path.startswith("/v1/studies/")
+    return path in ("/v1/model", "/v1/predict") or _FEEDBACK_PATH.fullmatch(path) is not None
 
 
 def create_app(config: AppConfig, preload: bool = False) -> FastAPI:

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from .core import app, command
+from .db_url import resolve_db_url, shown
 from .server import _DB
 
 db_app = typer.Typer(help="Schema upgrades, backups and restores of the app database.", no_args_is_help=True)
@@ -19,7 +20,7 @@ def upgrade(db: str = _DB) -> None:
     from ..store.db import connect
     from ..store.schema import upgrade as run_upgrade
 
-    engine = connect(db)
+    engine = connect(resolve_db_url(db))
     try:
         done = run_upgrade(engine)
     finally:
@@ -37,7 +38,7 @@ def current(db: str = _DB) -> None:
     from ..store.db import connect
     from ..store.schema import current_revision, head_revision
 
-    engine = connect(db)
+    engine = connect(resolve_db_url(db))
     try:
         with engine.connect() as connection:
             revision = current_revision(connection)
@@ -51,7 +52,7 @@ def backup(file: Path = typer.Argument(..., help="New file to write (never overw
     """Copy the database while the services keep running (SQLite online backup; pg_dump)."""
     from ..store.backup import backup as run_backup
 
-    result = run_backup(db, file)
+    result = run_backup(resolve_db_url(db), file)
     counts = ", ".join(f"{table} {n}" for table, n in result.rows.items())
     typer.echo(f"Backed up to {result.path} ({result.size_bytes / 1e6:.1f} MB){'; rows: ' + counts if counts else ''}.")
 
@@ -62,7 +63,8 @@ def restore(file: Path = typer.Argument(..., help="A file written by `fracturesc
     """Restore a backup into a NEW database (a missing SQLite file or an empty PostgreSQL database)."""
     from ..store.backup import restore as run_restore
 
+    db = resolve_db_url(db)
     result = run_restore(file, db)
     counts = ", ".join(f"{table} {n}" for table, n in result.rows.items())
-    typer.echo(f"Restored {file} into {db.split('@')[-1]}{'; rows: ' + counts if counts else ''}. "
+    typer.echo(f"Restored {file} into {shown(db)}{'; rows: ' + counts if counts else ''}. "
                "Run `fracturescan db upgrade` if it came from an older version.")

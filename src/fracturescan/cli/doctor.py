@@ -9,6 +9,7 @@ import typer
 
 from . import output
 from .core import command
+from .db_url import resolve_db_url
 from .server import _DB, _MODEL, _MODELS
 
 
@@ -27,7 +28,7 @@ def doctor(
     """Check a deployment: bind addresses, TLS in front, database, audit triggers, models, disk."""
     from ..doctor import FAIL, run_checks
 
-    checks = run_checks(db, models, tuple(model or ()), {"app": app_bind, "api": api_bind}, url, ca_file,
+    checks = run_checks(resolve_db_url(db), models, tuple(model or ()), {"app": app_bind, "api": api_bind}, url, ca_file,
                         min_free_gb)
     typer.echo(output.table(("check", "status", "detail"), [(c.name, c.status.upper() if c.status == FAIL
                                                              else c.status, c.detail) for c in checks]))
