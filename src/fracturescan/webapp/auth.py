@@ -5,6 +5,11 @@ session version, login and last-seen times) sealed with an HMAC under a key that
 in the server process. Whoever edits ``st.session_state`` (a bug, an extension, a crafted
 widget value) cannot turn it into someone else's session; the role and the account's state are
 re-read from the database on every run.
+
+The record is also bound to the browser that logged in: a hash of its XSRF cookie (which
+Streamlit sets per browser and checks on uploads) is sealed in with it. A Streamlit session id
+travels in upload URLs, so it reaches proxy logs; a second browser that connects with it resumes
+the session's state, but not its cookie, and is logged out on its first run.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from fracturescan.store.users import UserInfo
 
 from fracturescan.appconfig import AppConfig
 
+from . import upload_guard
+
 log = logging.getLogger(__name__)
 
 _SESSION, _NOTICE = "auth_session", "auth_notice"
@@ -34,23 +41,50 @@ _SESSION, _NOTICE = "auth_session", "auth_notice"
 _SEAL_KEY = secrets.token_bytes(32)
 
 
-def _mac(user_id: int, version: int, login_at: datetime, last_seen: datetime) -> str:
-    message = f"{user_id}|{version}|{login_at.isoformat()}|{last_seen.isoformat()}".encode()
+#: Streamlit's per-browser XSRF cookie (``server.enableXsrfProtection``, on by default).
+XSRF_COOKIE = "_streamlit_xsrf"
+
+
+def client_binding() -> str:
+    """A hash of this browser's XSRF token ("" when there is none, as in AppTest)."""
+    cookie = st.context.cookies.get(XSRF_COOKIE)
+    if not isinstance(cookie, str) or not cookie:
+        return ""
+    token = cookie.encode()
+    try:  # the cookie is re-masked on each page load; the token inside it stays the same
+        from streamlit.web.server.starlette.starlette_app_utils import decode_xsrf_token_string
+
+        token = decode_xsrf_token_string(cookie)[0] or token
+    except Exception:  # noqa: BLE001  (another Streamlit version: bind to the cookie as sent)
+        pass
+    return hashlib.sha256(token).hexdigest()
+
+
+def _session_id() -> str | None:
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    return ctx.session_id if ctx is not None else None
+
+
+def _mac(user_id: int, version: int, login_at: datetime, last_seen: datetime, client: str) -> str:
+    message = f"{user_id}|{version}|{login_at.isoformat()}|{last_seen.isoformat()}|{client}".encode()
     return hmac.new(_SEAL_KEY, message, hashlib.sha256).hexdigest()
 
 
 def _seal(user_id: int, version: int, login_at: datetime, last_seen: datetime) -> None:
-    """Store the (signed) session record of ``user_id``."""
+    """Store the (signed) session record of ``user_id``, bound to this browser."""
+    client = client_binding()
     st.session_state[_SESSION] = {"user_id": user_id, "session_version": version,
-                                  "login_at": login_at, "last_seen": last_seen,
-                                  "mac": _mac(user_id, version, login_at, last_seen)}
+                                  "login_at": login_at, "last_seen": last_seen, "client": client,
+                                  "mac": _mac(user_id, version, login_at, last_seen, client)}
 
 
 def _unseal(record: Any) -> dict[str, Any] | None:
     """The session record if its seal is intact, else None (edited, forged or malformed)."""
     try:
         expected = _mac(int(record["user_id"]), int(record["session_version"]),
-                        record["login_at"], record["last_seen"])
+                        record["login_at"], record["last_seen"], str(record["client"]))
         return record if hmac.compare_digest(expected, str(record["mac"])) else None
     except (TypeError, KeyError, ValueError, AttributeError):
         return None
@@ -58,6 +92,9 @@ def _unseal(record: Any) -> dict[str, Any] | None:
 
 def logout(notice: str | None = None) -> None:
     """Forget the logged-in user (and everything of theirs kept in the session)."""
+    session_id = _session_id()
+    if session_id:
+        upload_guard.forbid(session_id)
     for key in list(st.session_state.keys()):
         del st.session_state[key]
     if notice:
@@ -87,6 +124,11 @@ def current_user(engine: Engine, config: AppConfig) -> UserInfo | None:
         log_event(engine, "unknown", "session_tampered", "session record failed verification")
         logout("Your session could not be verified; please log in again.")
         return None
+    if not hmac.compare_digest(str(record["client"]), client_binding()):
+        log_event(engine, f"user #{record['user_id']}", "session_other_browser",
+                  "a session was resumed from another browser and ended")
+        logout("Your session was resumed from another browser and has been ended; please log in again.")
+        return None
     now = utcnow()
     fresh = users.get_user(engine, record["user_id"])
     reason = _expired(config, record, now)
@@ -100,7 +142,28 @@ def current_user(engine: Engine, config: AppConfig) -> UserInfo | None:
         logout(reason)
         return None
     _seal(fresh.id, fresh.session_version, record["login_at"], now)
+    session_id = _session_id()
+    if session_id:
+        upload_guard.allow(session_id)
     return fresh
+
+
+def idle_watch(config: AppConfig) -> None:
+    """Re-check the session on a timer, so results do not stay on an unattended screen.
+
+    A fragment that reruns on its own every few seconds (without a click, and without counting
+    as activity): once the idle or maximum time has passed it reruns the whole app, which logs
+    out and shows the login page in place of the results.
+    """
+    every = max(5.0, min(60.0, config.idle_minutes * 60 / 4))
+
+    @st.fragment(run_every=every)
+    def _check() -> None:
+        record = _unseal(st.session_state.get(_SESSION))
+        if record is None or _expired(config, record, utcnow()):
+            st.rerun(scope="app")
+
+    _check()
 
 
 def client_address(config: AppConfig) -> str:
@@ -119,6 +182,7 @@ def login_form(engine: Engine, config: AppConfig) -> None:
     notice = st.session_state.pop(_NOTICE, None)
     if notice:
         st.warning(notice)
+    _first_start_hint(engine)
     with st.form("login"):
         username = st.text_input("User name", key="login_username", autocomplete="username")
         password = st.text_input("Password", type="password", key="login_password",
@@ -134,6 +198,19 @@ def login_form(engine: Engine, config: AppConfig) -> None:
     now = utcnow()
     _seal(user.id, user.session_version, now, now)
     st.rerun()
+
+
+def _first_start_hint(engine: Engine) -> None:
+    """Until someone has logged in, say where the first administrator's password is."""
+    if users.anyone_logged_in(engine):
+        return
+    if users.has_users(engine):
+        st.info("**First start:** sign in as `admin` with the one-time password printed in the terminal "
+                "where `fracturescan app` was started; you then choose your own. Lost it? On the server, "
+                "`fracturescan user reset-password admin` prints a new one.")
+    else:
+        st.info("**First start:** no account exists yet. On the server, run `fracturescan user "
+                "create-admin` (with the same `--db`): it prints the administrator's one-time password.")
 
 
 def change_password_form(engine: Engine, user: UserInfo, config: AppConfig, *, forced: bool) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from typing import Callable, Sequence
 
 import streamlit as st
@@ -28,6 +29,19 @@ _DICOM_ZIP = "doctor_dicom_zip"
 _AUTOMATIC = "Automatic (from the DICOM header)"
 #: Loads a model for an analysis: choice -> (predictor, threshold).
 Loader = Callable[[ModelChoice], tuple[Predictor, float]]
+
+#: Characters Streamlit's Markdown gives a meaning (links, images, emphasis, LaTeX, directives).
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:=])")
+
+
+def plain(text: object) -> str:
+    """``text`` shown literally inside Markdown: every special character escaped, on one line.
+
+    Upload names and DICOM values come from outside; unescaped, a name like
+    ``[x](https://…)`` or ``![x](https://…)`` would become a link or make the browser fetch an
+    image from anywhere.
+    """
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
 
 
 def model_header(choice: ModelChoice, threshold: float) -> None:
@@ -108,9 +122,9 @@ def _run_analysis(engine: Engine, user: UserInfo, choice: ModelChoice, predictor
 
 def _show_image(item: AnalysedImage, analysis: Analysis, show_heatmap: bool, alpha: float) -> None:
     if item.error:
-        st.error(f"**{item.name}** could not be analysed: {item.error}")
+        st.error(f"**{plain(item.name)}** could not be analysed: {plain(item.error)}")
         return
-    st.markdown(f"**{item.name}** — {_decision_text(item.probability, analysis.threshold)}")
+    st.markdown(f"**{plain(item.name)}** — {_decision_text(item.probability, analysis.threshold)}")
     if show_heatmap and item.heatmap is not None:
         st.image(make_overlay(item.display, item.heatmap, alpha), width="stretch")
         st.caption(heatmap_caption(item.heatmap_method))
@@ -118,7 +132,7 @@ def _show_image(item: AnalysedImage, analysis: Analysis, show_heatmap: bool, alp
         st.image(item.display, clamp=True, width="stretch")
     if item.dicom_info:
         info = {k: v for k, v in item.dicom_info.items() if v is not None and k != "transfer_syntax"}
-        st.caption("DICOM: " + ", ".join(f"{k} {v}" for k, v in info.items()))
+        st.caption("DICOM: " + ", ".join(f"{plain(k)} {plain(v)}" for k, v in info.items()))
 
 
 def _show_result(engine: Engine, user: UserInfo, analysis: Analysis) -> None:

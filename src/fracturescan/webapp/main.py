@@ -20,10 +20,10 @@ from fracturescan.store.audit import log_event
 from fracturescan.store.users import UserInfo
 
 from fracturescan.appconfig import AppConfig
-from fracturescan.inference import Predictor
-from fracturescan.service import active_model, active_threshold, discover_models, on_model_thread
+from fracturescan.service import active_model, active_threshold, discover_models
 
-from . import admin, apikeys_page, auth, doctor, monitoring_page
+from . import admin, apikeys_page, auth, doctor, monitoring_page, upload_guard
+from .resources import engine_for, predictor_for
 
 log = logging.getLogger("fracturescan.webapp")
 
@@ -60,18 +60,6 @@ def _configure_logging() -> None:
             root.setLevel(logging.INFO)
 
 
-@st.cache_resource(show_spinner=False)
-def get_engine(db_url: str) -> Engine:
-    """One engine per process and URL; creates tables and the first admin."""
-    return users.open_store(db_url)
-
-
-@st.cache_resource(show_spinner="Loading the model…", max_entries=4)
-def get_predictor(path: str, sha256: str) -> Predictor:
-    """Load a checkpoint once per process (``sha256`` keys the cache to the exact weights)."""
-    return on_model_thread(Predictor.from_checkpoint, path)
-
-
 def _navigation(user: UserInfo, current: str) -> None:
     with st.sidebar:
         st.markdown(f"Signed in as **{user.username}** ({user.role})")
@@ -103,12 +91,15 @@ def _render_page(key: str, engine: Engine, user: UserInfo, config: AppConfig) ->
             st.header("My account")
         renderers[key]()
         return
-    predictor = get_predictor(str(choice.path), choice.metadata.sha256) if choice else None
+    predictor = None
+    if choice is not None:
+        with st.spinner("Loading the model…"):
+            predictor = predictor_for(str(choice.path), choice.metadata.sha256)
     doctor.render(engine, user, choice, predictor,
                   active_threshold(engine, choice) if choice else 0.5,
                   bool(settings.get_setting(engine, settings.STORE_PIXELS, False)),
                   max_upload_mb=config.max_upload_mb, models=models,
-                  load=lambda c: (get_predictor(str(c.path), c.metadata.sha256), active_threshold(engine, c)))
+                  load=lambda c: (predictor_for(str(c.path), c.metadata.sha256), active_threshold(engine, c)))
 
 
 def run(config: AppConfig | None = None) -> None:
@@ -116,11 +107,13 @@ def run(config: AppConfig | None = None) -> None:
     _configure_logging()
     st.set_page_config(page_title="fracturescan", page_icon="🦴", layout="centered")
     config = config or AppConfig.from_env()
-    engine = get_engine(config.db_url)
+    upload_guard.install_in_runtime()  # uploads only into logged-in sessions
+    engine = engine_for(config.db_url)
     user = auth.current_user(engine, config)
     if user is None:
         auth.login_form(engine, config)
         return
+    auth.idle_watch(config)
     if user.must_change_password:
         st.title("Choose a password")
         auth.change_password_form(engine, user, config, forced=True)
