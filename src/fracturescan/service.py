@@ -281,11 +281,16 @@ def check_upload_size(name: str, size: int, max_bytes: int | None) -> None:
         )
 
 
+#: Uploads decoded at once across the process: each may take ~12 bytes per pixel for a moment.
+_DECODE_SLOTS = threading.BoundedSemaphore(2)
+
+
 def analyse_uploads(predictor: Predictor, uploads: Sequence[tuple[str, bytes]], threshold: float,
                     keep_pixels: bool = False, max_bytes: int | None = None,
                     heatmaps: bool = True) -> tuple[Analysis, dict[str, bytes]]:
     """Read, score and (unless ``heatmaps`` is False) explain each upload; unreadable files get
-    the reader's message.
+    the reader's message. Call it from any thread: files are decoded there, and scored on the
+    model thread (:func:`on_model_thread`).
 
     Files larger than ``max_bytes`` are refused before anything else looks at them.
     Returns the analysis and, when ``keep_pixels``, {sha256: PNG of the decoded pixels}.
@@ -305,8 +310,11 @@ def analyse_uploads(predictor: Predictor, uploads: Sequence[tuple[str, bytes]], 
         item = AnalysedImage(name=name, sha256=digest, file_type=kind)
         images.append(item)
         try:
-            image = read_image(data, name=name)
-            item.probability, heatmap, item.heatmap_method = explain_one(predictor, image, heatmaps)
+            # Decoding runs on the caller's thread, a few at a time: only scoring waits for the
+            # single model thread, so one slow file does not hold up every other request.
+            with _DECODE_SLOTS:
+                image = read_image(data, name=name)
+            item.probability, heatmap, item.heatmap_method = on_model_thread(explain_one, predictor, image, heatmaps)
         except FracturescanError as exc:
             item.error = str(exc)
             log.info("upload %s… could not be analysed: %s", digest[:12], type(exc).__name__)

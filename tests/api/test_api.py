@@ -220,26 +220,34 @@ def test_an_admins_key_works_like_a_doctors(client, engine) -> None:
     assert client.post("/v1/predict", headers=auth(key), files=pngs(1)).status_code == 200
 
 
-def test_model_work_runs_on_one_dedicated_thread(client, doctor_key: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Loading and every analysis happen on the model thread, whichever request thread asked
-    (torch on a CPU slows down once several threads have run it; see api/app.py)."""
+def test_model_work_runs_on_one_dedicated_thread_and_decoding_elsewhere(
+        client, doctor_key: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every scoring happens on the model thread, whichever request thread asked (torch on a
+    CPU slows down once several threads have run it; see service.on_model_thread); decoding
+    does not, so one slow file cannot stall every other request behind it."""
     import threading
 
-    import fracturescan.api.app as api_app
+    from fracturescan import service
 
-    seen: list[str] = []
-    real = api_app.analyse_and_record
+    scored: list[str] = []
+    decoded: list[str] = []
+    real_score, real_read = service.explain_one, service.read_image
 
-    def recording(*args, **kwargs):
-        seen.append(threading.current_thread().name)
-        return real(*args, **kwargs)
+    def scoring(*args, **kwargs):
+        scored.append(threading.current_thread().name)
+        return real_score(*args, **kwargs)
 
-    monkeypatch.setattr(api_app, "analyse_and_record", recording)
+    def reading(*args, **kwargs):
+        decoded.append(threading.current_thread().name)
+        return real_read(*args, **kwargs)
+
+    monkeypatch.setattr(service, "explain_one", scoring)
+    monkeypatch.setattr(service, "read_image", reading)
     for seed in range(3):
         assert client.post("/v1/predict", headers=auth(doctor_key), files=pngs(seed)).status_code == 200
-    assert len(seen) == 3 and len(set(seen)) == 1 and seen[0].startswith("fracturescan-model")
-    assert threading.current_thread().name not in seen
-
+    assert len(scored) == 3 and len(set(scored)) == 1 and scored[0].startswith("fracturescan-model")
+    assert len(decoded) == 3 and not any(name.startswith("fracturescan-model") for name in decoded)
+    assert threading.current_thread().name not in scored
 
 def test_framework_errors_have_the_same_error_shape(client, doctor_key: str) -> None:
     """Malformed JSON, unknown paths and wrong methods answer {"error": ...} like the rest."""

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import streamlit as st
 
-from .conftest import ADMIN_PASSWORD, DOCTOR_PASSWORD, png_bytes
+from .conftest import DOCTOR_PASSWORD, png_bytes
 from .test_app import login, new_app, texts
 
 from fracturescan.webapp.config import ENV_MODELS_DIR  # noqa: E402

@@ -41,7 +41,7 @@ from fracturescan.data.dicom_dataset import (
     uid_label,
     uid_name,
 )
-from fracturescan.data.limits import DEFAULT_MAX_PIXELS, check_pixel_count
+from fracturescan.data.limits import DEFAULT_MAX_PIXELS, check_compression_ratio, check_pixel_count
 from fracturescan.errors import ImageReadError, MissingExtraError, UnsupportedImageError
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -85,6 +85,7 @@ def read_dicom(
     try:
         with no_value_echo():
             _check_decodable(ds, label, max_pixels)
+            _check_ratio(ds, label, len(data) if isinstance(data, bytes) else Path(data).stat().st_size)
             frame = _decode_first_frame(ds, label)
             if frame.ndim == 3:
                 image = _colour_to_gray(frame, ds)
@@ -135,6 +136,17 @@ def _check_decodable(ds: Dataset, label: str, max_pixels: int) -> None:
         _check_codec(uid, label, _bits_stored(ds))
     elif "PixelData" in ds:
         _check_native_length(ds, label, rows, cols)
+
+
+def _check_ratio(ds: Dataset, label: str, file_bytes: int) -> None:
+    """Refuse compressed pixel data that would decode to far more than the file holds."""
+    try:
+        bits = int(ds.get("BitsAllocated", 16) or 16)
+        samples = int(ds.get("SamplesPerPixel", 1) or 1)
+        frame_bytes = int(ds.Rows) * int(ds.Columns) * samples * max(bits, 8) // 8
+    except (AttributeError, TypeError, ValueError):
+        return  # _check_decodable already refused what it could not size
+    check_compression_ratio(frame_bytes, file_bytes, label)
 
 
 def _ensure_transfer_syntax(ds: Dataset) -> None:

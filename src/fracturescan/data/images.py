@@ -18,7 +18,9 @@ Decisions (documented once, here):
   Float images containing NaN or infinity are **refused** (ImageReadError), not sanitised: such
   values mean the file is not a radiograph as exported for viewing.
 * Multi-page/animated files give their first page; the EXIF orientation is applied.
-* Size is checked from the header before pixel data is decoded (``max_pixels``), and a JPEG
+* Size is checked from the header before pixel data is decoded (``max_pixels``, 36 megapixels
+  by default), so is the compression ratio (a file that would decode to more than 50 times its
+  size, above 16 MB, is refused: see :mod:`fracturescan.data.limits`), and a JPEG
   declaring more than 2,048 pixels per byte of file is refused as truncated: a complete JPEG
   cannot be that small, and libjpeg would otherwise pad the missing data with gray.
 * Pillow's own decompression-bomb guard (``PIL.Image.MAX_IMAGE_PIXELS``) still applies; its error is
@@ -38,7 +40,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from fracturescan.data.dicom import LUMA_WEIGHTS
-from fracturescan.data.limits import DEFAULT_MAX_PIXELS, check_pixel_count
+from fracturescan.data.limits import DEFAULT_MAX_PIXELS, check_compression_ratio, check_pixel_count
 from fracturescan.errors import FracturescanError, ImageReadError, UnsupportedImageError
 
 logger = logging.getLogger(__name__)
@@ -52,6 +54,9 @@ _DICOM_SUFFIXES = (".dcm", ".dicom")
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 #: Upper bound on pixels per byte of a complete JPEG (1 bit per 8x8 block = 512, x4 margin).
 _JPEG_MAX_PIXELS_PER_BYTE = 2048
+#: Bytes per pixel of Pillow's decoded modes (4 for any other: I, F, RGBA, CMYK...).
+_BYTES_PER_PIXEL = {"1": 0.125, "L": 1, "P": 1, "LA": 2, "PA": 2, "La": 2, "I;16": 2, "I;16B": 2,
+                    "I;16L": 2, "RGB": 3, "YCbCr": 3, "LAB": 3, "HSV": 3}
 _PILLOW_FORMATS = {"png": "PNG", "jpeg": "JPEG", "tiff": "TIFF", "bmp": "BMP", "webp": "WEBP"}
 
 
@@ -144,6 +149,7 @@ def _read_with_pillow(data: bytes, kind: str, label: str, max_pixels: int) -> np
             check_pixel_count(img.width, img.height, max_pixels, label)
             if kind == "jpeg":
                 _check_jpeg_density(img.width * img.height, len(data), label)
+            check_compression_ratio(int(img.width * img.height * _BYTES_PER_PIXEL.get(img.mode, 4)), len(data), label)
             img.load()
             img = ImageOps.exif_transpose(img)
             return _to_gray_float(img, label)

@@ -16,7 +16,7 @@ from fracturescan.inference import Predictor
 from fracturescan.notices import INTENDED_USE, SYNTHETIC_MODEL, heatmap_caption
 from fracturescan.routing import Route, covered_parts, part_assignments, route_study
 from fracturescan.service import (LOCALISATION_BAR, AnalysedImage, Analysis, ModelChoice, analyse_and_record,
-                                  make_overlay, on_model_thread)
+                                  make_overlay)
 from fracturescan.store.audit import record_feedback
 from fracturescan.store.users import UserInfo
 
@@ -114,8 +114,9 @@ def _run_analysis(engine: Engine, user: UserInfo, choice: ModelChoice, predictor
                   threshold: float, store_pixels: bool, files: list[UploadedFile], max_upload_mb: float) -> None:
     uploads = [(f.name, f.getvalue()) for f in files]
     with st.spinner("Analysing…"):
-        analysis = on_model_thread(analyse_and_record, engine, user, choice, predictor, threshold, uploads,
-                                   store_pixels=store_pixels, max_bytes=int(max_upload_mb * 1_000_000))
+        # Decodes on this session's thread; scoring waits for the model thread.
+        analysis = analyse_and_record(engine, user, choice, predictor, threshold, uploads,
+                                      store_pixels=store_pixels, max_bytes=int(max_upload_mb * 1_000_000))
     st.session_state[_RESULT] = analysis
     st.session_state[_SOURCE] = (uploads, choice)
 

@@ -15,7 +15,7 @@ from typing import Callable
 import streamlit as st
 from sqlalchemy import Engine
 
-from fracturescan.store import settings, users
+from fracturescan.store import settings
 from fracturescan.store.audit import log_event
 from fracturescan.store.users import UserInfo
 
