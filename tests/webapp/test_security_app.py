@@ -15,7 +15,7 @@ import streamlit as st
 from .conftest import DOCTOR_PASSWORD, png_bytes
 from .test_app import login, new_app, texts
 
-from fracturescan.webapp.config import ENV_MODELS_DIR  # noqa: E402
+from fracturescan.appconfig import ENV_MODELS_DIR  # noqa: E402
 
 
 def _analyse(at, *files: tuple[str, bytes, str]):
