@@ -27,6 +27,13 @@ def _score(run):
     return pointing_game(predictor, run.mura, split="valid", progress=False)
 
 
+@pytest.fixture(scope="module")
+def true_score(phantom_run):
+    """The true-label model's pointing game, played once for the three tests that use it."""
+    torch.set_num_threads(1)
+    return _score(phantom_run)
+
+
 # What the heatmap method does here (measured 2026-11-27, DenseNet121 phantom models, 64 px from
 # scratch unless noted, valid split, true positives, 5% margin, chance ~0.09). Plain Grad-CAM on
 # features.denseblock2 depends on the training run: 0.06 / 0.37 / 0.92 for this recipe with
@@ -36,8 +43,8 @@ def _score(run):
 # reference (what `explain_image` uses when the checkpoint has one, as every trained checkpoint
 # now does) on the same ten models: 0.77 / 0.79 / 0.98, 0.81 / 0.597, 0.98 / 0.98 / 0.71, 0.97,
 # and 0.79 for a 14-epoch run. The fixture seed was not chosen to pass.
-def test_trained_model_points_at_the_fracture(phantom_run) -> None:
-    result = _score(phantom_run)
+def test_trained_model_points_at_the_fracture(true_score) -> None:
+    result = true_score
     assert result.method == "reference-ig"  # the trained checkpoint carries its reference
     assert result.n_true_positive >= 10, "too few true positives to judge localisation"
     assert result.score is not None and result.score >= 0.6
@@ -45,14 +52,14 @@ def test_trained_model_points_at_the_fracture(phantom_run) -> None:
     assert result.chance is not None and result.score >= result.chance + 0.4
 
 
-def test_shuffled_labels_point_clearly_worse(phantom_run, shuffled_run) -> None:
-    true = _score(phantom_run)
+def test_shuffled_labels_point_clearly_worse(true_score, shuffled_run) -> None:
+    true = true_score
     shuffled = _score(shuffled_run)
     assert [c.path for c in true.cases] == [c.path for c in shuffled.cases]  # same images
     assert shuffled.score_all_positives <= true.score_all_positives - 0.2
 
 
-def test_untrained_network_points_clearly_worse(phantom_run, tmp_path) -> None:
+def test_untrained_network_points_clearly_worse(phantom_run, true_score, tmp_path) -> None:
     """Model-randomisation sanity check (Adebayo et al., 2018): the same architecture with random
     weights, given its own typical-normal reference from the same normal training images, must
     not localise like the trained model, or the heatmap would show the data, not the model.
@@ -76,6 +83,6 @@ def test_untrained_network_points_clearly_worse(phantom_run, tmp_path) -> None:
     save_reference(ckpt, compute_reference(model, pixels, preprocessing=Preprocessing.from_metadata(meta)))
     random = pointing_game(Predictor.from_checkpoint(ckpt, device="cpu", backend="torch"), phantom_run.mura,
                            split="valid", progress=False)
-    true = _score(phantom_run)
+    true = true_score
     assert random.method == "reference-ig" and random.n_annotated_positive == true.n_annotated_positive
     assert random.score_all_positives <= true.score_all_positives - 0.3
