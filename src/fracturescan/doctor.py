@@ -138,6 +138,7 @@ def check_database(db_url: str) -> list[Check]:
     checks = [Check("database", OK if status.writable else FAIL,
                     f"{status.server}, " + ("reachable and writable" if status.writable else
                                             "reachable but NOT writable: analyses cannot be recorded"))]
+    checks.append(_schema_check(db_url))
     if status.unprotected:
         missing = "; ".join(f"{table}: {', '.join(ops)}" for table, ops in sorted(status.unprotected.items()))
         checks.append(Check("append-only triggers", FAIL, f"missing ({missing}); start the app or run "
@@ -148,6 +149,24 @@ def check_database(db_url: str) -> list[Check]:
         checks.append(Check("append-only triggers", OK, "audit tables refuse UPDATE and DELETE"
                                                         + (" (probe rolled back)" if status.writable else "")))
     return checks
+
+
+def _schema_check(db_url: str) -> Check:
+    """Is the database at the schema revision this version of fracturescan needs?"""
+    from .store.db import connect
+    from .store.schema import current_revision, head_revision
+
+    engine = connect(db_url)
+    try:
+        with engine.connect() as connection:
+            revision = current_revision(connection)
+    finally:
+        engine.dispose()
+    head = head_revision()
+    if revision == head:
+        return Check("schema", OK, f"revision {revision} (current)")
+    return Check("schema", FAIL, f"revision {revision or 'unversioned'}, this fracturescan needs {head}: back up, "
+                                 "then run `fracturescan db upgrade`")
 
 
 def check_models(models_dir: Path | None, model_paths: Sequence[Path] = ()) -> list[Check]:

@@ -59,6 +59,7 @@ def test_a_sound_installation_passes_and_the_probe_leaves_no_row(db_url: str, mo
     assert checks["TLS in front"][0] == WARN  # no --url: cannot tell
     assert checks["database"] == (OK, checks["database"][1]) and "writable" in checks["database"][1]
     assert checks["append-only triggers"][0] == OK
+    assert checks["schema"] == (OK, "revision 0002 (current)")
     assert checks["model run_a"][0] == OK and "SYNTHETIC" in checks["model run_a"][1]
     assert checks["disk space"][0] == OK
     assert _events(db_url) == before
@@ -135,3 +136,10 @@ def test_cli_exit_code_follows_failures(db_url: str, models: Path, listener: str
     assert main([*args[:2], f"sqlite:///{tmp_path / 'none.db'}", *args[3:]]) == 1
     captured = capsys.readouterr()
     assert "FAIL" in captured.out and captured.err.strip() == "1 check(s) failed."
+
+
+def test_outdated_schema_fails(db_url: str, models: Path) -> None:
+    with sqlite3.connect(db_url.removeprefix("sqlite:///")) as conn:
+        conn.execute("UPDATE alembic_version SET version_num = '0001'")
+    status, detail = _by_name(run_checks(db_url, models))["schema"]
+    assert status == FAIL and "revision 0001, this fracturescan needs 0002" in detail and "db upgrade" in detail

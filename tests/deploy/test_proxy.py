@@ -201,7 +201,7 @@ def test_doctor_checks_the_running_deployment(stack) -> None:
                                             url=stack.https + "/", ca_file=stack.cert, min_free_gb=0.001)}
     assert {name: c.status for name, c in checks.items()} == {
         "bind app": OK, "bind api": OK, "TLS in front": OK, "HSTS": OK, "certificate": "warn",  # 2-day test cert
-        "database": OK, "append-only triggers": OK, "model run_a": OK, "disk space": OK}
+        "database": OK, "schema": OK, "append-only triggers": OK, "model run_a": OK, "disk space": OK}
     assert "max-age=31536000" in checks["HSTS"].detail
     assert check_tls(stack.http + "/")[0].status == FAIL  # plain HTTP is not TLS in front
     untrusted = check_tls(stack.https + "/")[0]  # the system's CAs do not know the test's certificate
