@@ -35,8 +35,10 @@ def write_eval(root: Path, name: str, y: np.ndarray, p: np.ndarray, threshold: f
     return root / name
 
 
-@pytest.fixture
-def two_runs(tmp_path: Path) -> tuple[Path, Path, np.ndarray, np.ndarray, np.ndarray]:
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, np.ndarray, np.ndarray, np.ndarray]:
+    """Two evaluated runs on the same 300 studies, written once for the module (tests only read them)."""
+    tmp_path = tmp_path_factory.mktemp("two_runs")
     rng = np.random.default_rng(0)
     y, latent = simulate(300, rng)
     pa = sigmoid(latent + rng.normal(0, 0.3, y.size))
