@@ -72,6 +72,12 @@ def test_study_is_analysed_once_and_a_late_image_supersedes(make_node, receiver:
     assert send(node.port, [small_cr(study, 3)]) == [0]  # a late view
     records = node.wait_for(2)
     assert len(records) == 2
+    # A PACS sending the same objects again (e.g. a routing rule firing when our results arrive)
+    # must not start a loop of analyses.
+    assert send(node.port, [small_cr(study, 1), small_cr(study, 3)]) == [0, 0]
+    assert node.pending() == 0  # acknowledged, but nothing new to analyse
+    time.sleep(2.0)  # twice the quiet period: a third analysis would have started by now
+    assert len(node.records) == 2
     second = records[1]
     assert second.n_analysed == 3 and second.supersedes == first.audit_id
     sr2 = [ds for ds in _by_modality(receiver.received, "SR") if ds.SOPInstanceUID != sr1[0].SOPInstanceUID]

@@ -156,6 +156,14 @@ class DicomNode:
             return CANNOT_UNDERSTAND
         key = study_key(self.config.key, study_uid)
         folder = self.incoming / key.split(":", 1)[1]
+        with self._lock:
+            known = self._studies.get(study_uid)
+            stored = known.files.get(sop_uid) if known is not None else None
+        if stored is not None and _same_content(stored, data):
+            # A PACS re-sending what it already sent (a retry, or a routing rule that fires
+            # again when our results arrive): acknowledged, but not a new image to analyse.
+            log.info("%s: an object received again, unchanged; not re-analysed", key)
+            return 0x0000
         try:
             path = _write_durably(folder, f"{sop_uid}.dcm", data)
         except OSError as exc:
@@ -203,6 +211,11 @@ class DicomNode:
         if self._on_analysis is not None:
             self._on_analysis(record)
 
+    def pending(self) -> int:
+        """Studies with objects received since their last analysis (waiting for quiet)."""
+        with self._lock:
+            return sum(study.pending for study in self._studies.values())
+
     def wait_for(self, n_records: int, timeout: float = 60.0) -> list[AnalysisRecord]:
         """Block until at least ``n_records`` analyses finished (for tests and benchmarks)."""
         deadline = time.monotonic() + timeout
@@ -216,6 +229,14 @@ def _peer(event: Any) -> str:
         return f"{event.assoc.requestor.ae_title}@{event.assoc.requestor.address}"
     except Exception:
         return "a peer"
+
+
+def _same_content(path: Path, data: bytes) -> bool:
+    """True when the file at ``path`` holds exactly ``data``."""
+    try:
+        return path.stat().st_size == len(data) and path.read_bytes() == data
+    except OSError:
+        return False
 
 
 def _write_durably(folder: Path, name: str, data: bytes) -> Path:
