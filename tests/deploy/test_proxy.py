@@ -238,5 +238,5 @@ def test_rate_limit_on_uploads(stack) -> None:
     conn.close()
     elapsed = time.monotonic() - start
     # burst 30, then one a second: at most 31 + elapsed seconds' worth get through.
-    assert set(statuses) <= {401, 429}
+    assert set(statuses) <= {401, 429} and statuses.count(429) >= 1
     assert statuses.count(401) <= 31 + int(elapsed) + 1 and statuses.count(429) >= 45 - 32 - int(elapsed)
