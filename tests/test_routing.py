@@ -83,7 +83,10 @@ def test_refusals_are_one_line(routed_models: RoutedModels, engine, case: str, p
 
 def test_models_without_recorded_parts_keep_the_old_behaviour(routed_models: RoutedModels, engine) -> None:
     """Checkpoints from CSV/folder data record no part: every study goes to the active model."""
-    models = [dataclasses.replace(m, metadata=dataclasses.replace(m.metadata, body_parts=()))
+    from fracturescan.checkpoint import Checkpoint
+    from fracturescan.service import ModelChoice
+
+    models = [ModelChoice(m.model_id, Checkpoint(m.path, dataclasses.replace(m.metadata, body_parts=())))
               for m in discover_models(routed_models.models)]
     finger = phantom_study(routed_models.data, "XR_FINGER")[0]
     route = route_study(engine, models, [as_dicom(finger, "FINGER")])

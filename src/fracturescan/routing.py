@@ -75,7 +75,7 @@ def part_model(engine: Any, models: Sequence[ModelChoice], part: str) -> ModelCh
         if choice.model_id == wanted:
             return choice
     default = active_model(engine, list(models))
-    if default is not None and default in eligible:
+    if default is not None and default.model_id in {m.model_id for m in eligible}:
         return default
     return eligible[0] if eligible else None
 

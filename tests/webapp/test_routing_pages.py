@@ -21,7 +21,7 @@ from .test_app import login, new_app, texts
 @pytest.fixture
 def engine(tmp_path: Path, routed_models: RoutedModels, monkeypatch: pytest.MonkeyPatch):
     from fracturescan.store.db import make_engine
-    from fracturescan.webapp.config import ENV_DB_URL, ENV_MODELS_DIR
+    from fracturescan.appconfig import ENV_DB_URL, ENV_MODELS_DIR
 
     url = f"sqlite:///{tmp_path / 'app.db'}"
     for key, value in {ENV_DB_URL: url, ENV_MODELS_DIR: str(routed_models.models),

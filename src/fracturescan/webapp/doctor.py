@@ -218,7 +218,7 @@ def render(engine: Engine, user: UserInfo, choice: ModelChoice | None, predictor
         route = _route(engine, models, files, part) if load is not None else None
         if route is not None and load is not None:
             st.session_state[_ROUTE] = route
-            if route.choice != choice:
+            if route.choice.model_id != choice.model_id:
                 choice, (predictor, threshold) = route.choice, load(route.choice)
         if load is None or route is not None:
             _run_analysis(engine, user, choice, predictor, threshold, store_pixels, files, max_upload_mb)
@@ -237,5 +237,5 @@ def _show_route(route: Route | None, default: ModelChoice) -> None:
     st.info(f"Analysed with model **{route.choice.model_id}**{part} ({why}).")
     for note in route.notes:
         st.caption(note)
-    if route.choice != default:
+    if route.choice.model_id != default.model_id:
         model_header(route.choice, st.session_state[_RESULT].threshold)
