@@ -44,16 +44,19 @@ def free_port() -> int:
 
 
 @contextmanager
-def orthanc(folder: Path, modalities: dict[str, tuple[str, int]] | None = None) -> Iterator[dict[str, object]]:
+def orthanc(folder: Path, modalities: dict[str, tuple[str, str, int]] | None = None,
+            lua_scripts: tuple[Path, ...] = ()) -> Iterator[dict[str, object]]:
     """Start Orthanc with a generated configuration (storage in ``folder``, loopback ports,
-    DICOMweb on); yields {"http": base URL, "dicomweb": URL, "aet", "dicom_port"}."""
+    DICOMweb on, ``modalities`` {name: (AET, host, port)}, Lua scripts); yields
+    {"http": base URL, "dicomweb": URL, "aet", "dicom_port"}."""
     http_port, dicom_port = free_port(), free_port()
     config = {
         "Name": "fracturescan-test", "StorageDirectory": str(folder / "storage"),
         "IndexDirectory": str(folder / "storage"), "HttpPort": http_port, "DicomPort": dicom_port,
         "DicomAet": AET, "RemoteAccessAllowed": False, "AuthenticationEnabled": False,
         "Plugins": [str(DICOMWEB_PLUGIN)], "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
-        "DicomModalities": {aet: [aet, host, port] for aet, (host, port) in (modalities or {}).items()},
+        "DicomModalities": {name: list(entry) for name, entry in (modalities or {}).items()},
+        "LuaScripts": [str(script) for script in lua_scripts],
         "HttpsVerifyPeers": False, "StableAge": 1, "HttpTimeout": 60,
     }
     folder.mkdir(parents=True, exist_ok=True)

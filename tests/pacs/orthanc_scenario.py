@@ -4,8 +4,9 @@ loopback-only network namespace: ``python -m tests.pacs.orthanc_scenario CHECKPO
 1. Orthanc starts with the real CR samples of one wrist study (A) uploaded to it.
 2. ``fracturescan pacs analyse --url …/dicom-web --study A`` pulls A (QIDO + WADO), analyses it
    and stores the SR and SCs back (STOW).
-3. A DICOM node is started with ``--send-to ORTHANC@…``; study B is sent to it by C-STORE, and
-   the node sends its results to Orthanc.
+3. A DICOM node is started with ``--send-to ORTHANC@…``; study B is uploaded to Orthanc, whose
+   configuration and Lua rule are the repository's example (examples/orthanc/): Orthanc forwards
+   the CR images to the node by C-STORE, and the node sends its results back.
 4. What Orthanc holds for A and B afterwards is fetched back over WADO-RS into OUT and
    summarised in OUT/summary.json for the test to check.
 """
@@ -48,7 +49,6 @@ def main(checkpoint: Path, out: Path) -> None:
     from fracturescan.pacs.dicomweb import client
     from fracturescan.pacs.node import DicomNode, NodeConfig
     from fracturescan.pacs.send import AEAddress
-    from tests.pacs.netkit import send
     from tests.pacs.orthanc import free_port, orthanc, upload
     from tests.pacs.conftest import relabel_as_wrist
     from tests.real_samples import pydicom_data_file
@@ -57,7 +57,10 @@ def main(checkpoint: Path, out: Path) -> None:
     views = [pydicom_data_file("RG3_J2KR.dcm"), pydicom_data_file("RG3_UNCR.dcm")]  # real CRs (tibia)
     node_port = free_port()
     summary: dict[str, object] = {}
-    with orthanc(out / "orthanc", {"FRACTURESCAN": ("127.0.0.1", node_port)}) as pacs:
+    example = Path(__file__).resolve().parents[2] / "examples" / "orthanc"
+    registered = json.loads((example / "orthanc.json").read_text())["DicomModalities"]["fracturescan"]
+    with orthanc(out / "orthanc", {"fracturescan": (registered[0], "127.0.0.1", node_port)},
+                 (example / "forward-to-fracturescan.lua",)) as pacs:
         for n, view in enumerate(views, 1):
             upload(str(pacs["http"]), relabel_as_wrist(view, out / "a" / f"view{n}.dcm", study_uid=study_a,
                                                       instance=n).read_bytes())
@@ -71,21 +74,17 @@ def main(checkpoint: Path, out: Path) -> None:
         from fracturescan.pacs.studykey import load_or_create_key
 
         node = DicomNode(NodeConfig(storage=out / "node", db_url=db, key=load_or_create_key(out / "study.key"),
-                                    model_paths=(checkpoint,), port=node_port, quiet_seconds=0.5,
+                                    model_paths=(checkpoint,), port=node_port, quiet_seconds=2.0,
                                     send_to=AEAddress(str(pacs["aet"]), "127.0.0.1", int(pacs["dicom_port"]))))
         node.start()
         try:
-            b_files = [relabel_as_wrist(view, out / "b" / f"view{n}.dcm", study_uid=study_b, instance=n)
-                       for n, view in enumerate(views, 1)]
-            import pydicom
-
-            datasets = [pydicom.dcmread(p) for p in b_files]
-            statuses = send(node_port, datasets, contexts=("1.2.840.10008.5.1.4.1.1.1",))
-            summary["node_statuses"] = statuses
-            record = node.wait_for(1, timeout=120)
+            for n, view in enumerate(views, 1):  # into the PACS; its routing rule does the rest
+                upload(str(pacs["http"]), relabel_as_wrist(view, out / "b" / f"view{n}.dcm", study_uid=study_b,
+                                                          instance=n).read_bytes())
+            node.wait_for(1, timeout=120)
+            time.sleep(3.0)  # longer than the quiet period: a second analysis would show now
             summary["node_record"] = [{"sent": r.sent, "error": r.error, "n_analysed": r.n_analysed,
-                                       "audit_id": r.audit_id} for r in record]
-            time.sleep(0.5)
+                                       "audit_id": r.audit_id} for r in node.records]
             summary["b"] = _fetch_results(web, study_b, out / "orthanc_b")
         finally:
             node.stop()
