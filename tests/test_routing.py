@@ -21,12 +21,15 @@ from tests.conftest import RoutedModels  # noqa: E402
 from tests.routing_helpers import as_dicom, as_png, phantom_study  # noqa: E402
 
 
-@pytest.fixture
-def engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory: pytest.TempPathFactory):
+    """One database for the module (creating the admin's argon2 hash costs a second); only the
+    first test sets a part model, and no later test depends on that part's choice."""
     from fracturescan.store.users import open_store
 
-    monkeypatch.setenv("FRACTURESCAN_ADMIN_PASSWORD", "admin-password-123")
-    return open_store(f"sqlite:///{tmp_path / 'routing.db'}")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FRACTURESCAN_ADMIN_PASSWORD", "admin-password-123")
+        return open_store(f"sqlite:///{tmp_path_factory.mktemp('routing') / 'routing.db'}")
 
 
 def test_routes_by_dicom_by_choice_and_by_the_admins_part_model(routed_models: RoutedModels, engine) -> None:
