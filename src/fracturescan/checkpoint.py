@@ -56,6 +56,16 @@ class Checkpoint:
         directory = resolve_checkpoint_dir(path)
         return cls(directory, read_metadata(directory))
 
+    def __eq__(self, other: object) -> bool:
+        """Two opened checkpoints are the same when they are the same directory holding the same
+        weights (so two discoveries of one run compare equal)."""
+        if not isinstance(other, Checkpoint):
+            return NotImplemented
+        return (self.directory.resolve(), self.metadata.sha256) == (other.directory.resolve(), other.metadata.sha256)
+
+    def __hash__(self) -> int:
+        return hash((self.directory.resolve(), self.metadata.sha256))
+
     def __repr__(self) -> str:
         return f"Checkpoint({str(self.directory)!r}, arch={self.metadata.arch!r}, sha256={self.metadata.sha256[:12]!r})"
 

@@ -102,3 +102,14 @@ def test_architecture_trains_one_epoch_and_predicts_with_its_own_contract(
     assert float(predictor.probabilities(pixels[None])[0]) == pytest.approx(expected, abs=1e-6)
     # explanations prepare the image the same way (same probability as prediction)
     assert explain_image(predictor, image).probability == pytest.approx(expected, abs=1e-5)
+
+
+def test_two_openings_of_one_checkpoint_are_equal_and_a_retrained_one_is_not(tmp_path: Path) -> None:
+    from fracturescan.models import build_model, save_checkpoint
+
+    torch.manual_seed(0)
+    directory = save_checkpoint(tmp_path / "run" / "best", build_model("resnet18", hidden=4), {"input_size": 32})
+    first, second = Checkpoint.open(tmp_path / "run"), Checkpoint.open(directory)
+    assert first == second and hash(first) == hash(second) and first.name == "run"
+    save_checkpoint(directory, build_model("resnet18", hidden=4), {"input_size": 32})  # new weights, same place
+    assert Checkpoint.open(directory) != first
