@@ -26,20 +26,14 @@ log = logging.getLogger(__name__)
 def node_user(engine: Any, username: str = "dicom-node") -> Any:
     """The user the node's analyses are recorded under: created disabled (nobody can log in as
     it) with a random password the first time."""
-    from sqlalchemy import select
-    from sqlalchemy.orm import Session
-
     from fracturescan.store import users
-    from fracturescan.store.db import User
 
-    with Session(engine) as session:
-        row = session.scalar(select(User).where(User.username == username))
-        if row is not None:
-            return users._info(row)
+    existing = users.get_user_by_name(engine, username)
+    if existing is not None:
+        return existing
     users.create_user(engine, username, secrets.token_urlsafe(32) + "aA1!", "doctor", actor="system")
     users.set_active(engine, username, False, actor="system")
-    with Session(engine) as session:
-        return users._info(session.scalar(select(User).where(User.username == username)))
+    return users.get_user_by_name(engine, username)
 
 
 class NodeWork:

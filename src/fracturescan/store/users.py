@@ -202,6 +202,13 @@ def get_user(engine: Engine, user_id: int) -> UserInfo | None:
         return None if user is None else _info(user)
 
 
+def get_user_by_name(engine: Engine, username: str) -> UserInfo | None:
+    """The user named ``username`` (None if there is none)."""
+    with Session(engine) as session:
+        user = session.scalar(select(User).where(User.username == username))
+        return None if user is None else _info(user)
+
+
 def list_users(engine: Engine) -> list[dict[str, object]]:
     """Every user as a dict for display (no hashes)."""
     with Session(engine) as session:
