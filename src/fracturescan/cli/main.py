@@ -299,6 +299,7 @@ from . import doctor  # noqa: E402,F401  (registers `doctor`)
 from . import db  # noqa: E402,F401  (registers `db upgrade|current|backup|restore`)
 from . import pacs  # noqa: E402,F401  (registers `dicom-node` and `pacs`)
 from . import users  # noqa: E402,F401  (registers `user`)
+from . import ensemble  # noqa: E402,F401  (registers `ensemble`)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,6 +36,28 @@ def normalise(
     return (x - m) / s
 
 
+def affine(x: torch.Tensor, angle: torch.Tensor, flip: torch.Tensor, zoom: torch.Tensor,
+           shift_x: torch.Tensor, shift_y: torch.Tensor) -> torch.Tensor:
+    """Flip, rotate, zoom and shift a float (N, 1, H, W) batch in one bilinear resampling.
+
+    Per image: ``angle`` in radians, ``flip`` (bool) mirrors left-right, ``zoom`` > 1 zooms in,
+    shifts are in grid units (the image side spans 2). Pixels from outside the image are 0.
+    Training augmentation and test-time augmentation (:mod:`fracturescan.tta`) both use it, so
+    a test-time view is exactly a transform the model saw in training.
+    """
+    sign = torch.where(flip, -1.0, 1.0)
+    # affine_grid maps OUTPUT coordinates to input ones, so zooming in by ``zoom`` divides them.
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    # One affine grid does flip, rotation, zoom and shift together (the flip negates the x input
+    # coordinate).
+    theta = torch.stack(
+        [torch.stack([cos * sign, -sin, shift_x], 1), torch.stack([sin * sign, cos, shift_y], 1)],
+        1,
+    )
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
 def augment_batch(pixels: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | None = None) -> torch.Tensor:
     """Randomly flip, rotate, shift, zoom and change brightness/contrast of a uint8 (N, H, W) batch.
 
@@ -56,17 +78,7 @@ def augment_batch(pixels: torch.Tensor, cfg: AugmentConfig, generator: torch.Gen
         (uniform(-cfg.translate, cfg.translate) * 2, uniform(-cfg.translate, cfg.translate) * 2)
         if cfg.translate > 0 else (torch.zeros_like(angle), torch.zeros_like(angle))
     )
-    sign = torch.where(flip, -1.0, 1.0)
-    # affine_grid maps OUTPUT coordinates to input ones, so zooming in by ``zoom`` divides them.
-    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
-    # One affine grid does flip, rotation, zoom and shift together (the flip negates the x input
-    # coordinate; shifts are in grid units, where the image side spans 2).
-    theta = torch.stack(
-        [torch.stack([cos * sign, -sin, shift_x], 1), torch.stack([sin * sign, cos, shift_y], 1)],
-        1,
-    )
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    x = affine(x, angle, flip, zoom, shift_x, shift_y)
     contrast = uniform(1 - cfg.contrast, 1 + cfg.contrast).view(n, 1, 1, 1)
     brightness = uniform(-cfg.brightness, cfg.brightness).view(n, 1, 1, 1)
     mean = x.mean(dim=(2, 3), keepdim=True)

@@ -168,6 +168,8 @@ def explain_image(predictor: "Predictor", image: np.ndarray, *, layer: nn.Module
     :meth:`Predictor.predict_image` with the torch backend. The heatmap has the image's shape.
     ``layer`` overrides the target layer chosen by
     :func:`~fracturescan.explain.layers.select_cam_layer` (Grad-CAM only).
+
+    An ensemble is explained by its members (see :mod:`.ensemble`): the mean of their heatmaps.
     """
     image = np.asarray(image)
     if image.ndim != 2:
@@ -176,6 +178,10 @@ def explain_image(predictor: "Predictor", image: np.ndarray, *, layer: nn.Module
     contract = predictor.preprocessing
     pixels = torch.from_numpy(predictor.preprocess(image)[None]).to(predictor.device)
     inputs = contract.normalise(pixels)
+    from .ensemble import explain_ensemble, is_ensemble_model
+
+    if is_ensemble_model(predictor.model):
+        return explain_ensemble(predictor, image, inputs, method=method)
     if layer is None:
         name, layer = select_cam_layer(predictor.model, contract.input_size, contract.channels)
         reference = _reference_for(predictor, name) if method != GRAD_CAM else None
@@ -186,20 +192,7 @@ def explain_image(predictor: "Predictor", image: np.ndarray, *, layer: nn.Module
         raise FracturescanError(
             "This checkpoint has no explanation reference for its heatmap layer (checkpoints "
             "trained before fracturescan wrote one): use --method grad-cam.")
-    reference_logit = None
-    if reference is not None:
-        from .integrated import integrated_gradients
-
-        with _HOOK_LOCK:
-            attribution, logit, reference_logit = integrated_gradients(
-                predictor.model, layer, inputs, reference.activation)
-        cam = attribution.clamp_min(0.0).float().cpu().numpy()
-        used, full_scale = REFERENCE_IG, reference.abnormal_peak
-    else:
-        cams, logits = grad_cam(predictor.model, layer, inputs)
-        cam = cams[0].float().cpu().numpy()
-        logit = float(logits[0])
-        used, full_scale = GRAD_CAM, None
+    cam, logit, reference_logit, full_scale = attribute(predictor.model, layer, inputs, reference)
     heatmap = upsample(cam, image.shape, full_scale)
     return Explanation(
         probability=float(torch.sigmoid(torch.tensor(logit))),
@@ -209,6 +202,21 @@ def explain_image(predictor: "Predictor", image: np.ndarray, *, layer: nn.Module
         cam=cam,
         peak=heatmap_peak(heatmap),
         layer=name,
-        method=used,
+        method=GRAD_CAM if reference is None else REFERENCE_IG,
         reference_logit=reference_logit,
     )
+
+
+def attribute(model: nn.Module, layer: nn.Module, inputs: torch.Tensor,
+              reference=None) -> tuple[np.ndarray, float, float | None, float | None]:
+    """(raw map on ``layer``'s grid, logit, reference logit, colour full scale) for ONE image:
+    integrated gradients from ``reference`` (a :class:`~.reference.Reference`) when given, else
+    Grad-CAM (then the reference logit and full scale are None)."""
+    if reference is not None:
+        from .integrated import integrated_gradients
+
+        with _HOOK_LOCK:
+            attribution, logit, reference_logit = integrated_gradients(model, layer, inputs, reference.activation)
+        return attribution.clamp_min(0.0).float().cpu().numpy(), logit, reference_logit, reference.abnormal_peak
+    cams, logits = grad_cam(model, layer, inputs)
+    return cams[0].float().cpu().numpy(), float(logits[0]), None, None

@@ -25,6 +25,17 @@ def _flatten_metrics(metrics: dict[str, Any], prefix: str = "") -> list[tuple[st
     return rows
 
 
+def _architecture_line(meta: CheckpointMetadata) -> str:
+    members = meta.extra.get("ensemble_members")
+    if not isinstance(members, list):
+        return f"- Architecture: `{meta.arch}` backbone, head hidden={meta.hidden}, dropout={meta.dropout}"
+    # An ensemble (fracturescan.ensemble): its members are the architecture.
+    listed = "".join(
+        f"\n  - `{m.get('name')}`: `{m.get('arch')}`, weights SHA-256 `{str(m.get('sha256'))[:16]}…`, "
+        f"temperature {m.get('temperature')}" for m in members if isinstance(m, dict))
+    return f"- Architecture: ensemble of {len(members)} models, the mean of their probabilities:{listed}"
+
+
 def render_model_card(meta: CheckpointMetadata, *, name: str = "fracturescan model") -> str:
     """Render ``MODEL_CARD.md``: intended use, training data, metrics, threshold, limitations."""
     parts = ", ".join(meta.body_parts) or "not recorded"
@@ -35,7 +46,7 @@ def render_model_card(meta: CheckpointMetadata, *, name: str = "fracturescan mod
             "",
         ]
     lines += [
-        f"- Architecture: `{meta.arch}` backbone, head hidden={meta.hidden}, dropout={meta.dropout}",
+        _architecture_line(meta),
         f"- Input: {meta.channels} x {meta.input_size} x {meta.input_size}, "
         f"normalised with mean={list(meta.mean)} std={list(meta.std)}",
         f"- Output: P({meta.label_names[-1]}) for labels {list(meta.label_names)}",
