@@ -144,6 +144,10 @@ def _launch_distributed(cfg: Any, nproc: int, resume: bool) -> int:
         return subprocess.call(cmd)
 
 
+_TTA_HELP = ("Test-time augmentation: average each image over its mirror image (and small rotations "
+             "if the model was trained with them); 2-4x the time.")
+
+
 @command()
 def evaluate(
     run: Path = typer.Argument(..., help="Run directory (or checkpoint directory)."),
@@ -152,11 +156,12 @@ def evaluate(
     out: Optional[Path] = typer.Option(None, "--out", help="Report folder (default RUN/eval_<split>)."),
     n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap resamples for 95% intervals."),
     device: str = typer.Option("auto", help="auto, cpu, cuda."),
+    tta: bool = typer.Option(False, "--tta", help=_TTA_HELP),
 ) -> None:
     """Image- and study-level metrics with bootstrap intervals, figures and a report."""
     from ..evaluation.run import evaluate_run
 
-    metrics, folder = evaluate_run(run, split=split, data=data, out=out, n_boot=n_boot, device=device)
+    metrics, folder = evaluate_run(run, split=split, data=data, out=out, n_boot=n_boot, device=device, tta=tta)
     output.echo_metrics(metrics)
     typer.echo(f"Report: {folder / 'report.html'}")
 
@@ -197,13 +202,14 @@ def predict(
              "DICOM files group by StudyInstanceUID and MURA studyN folders by folder either way)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda."),
     backend: str = typer.Option("auto", help="auto (ONNX Runtime when exported, on CPU), torch or onnx."),
+    tta: bool = typer.Option(False, "--tta", help=_TTA_HELP),
 ) -> None:
     """Per-image and per-study probability of abnormality and decision."""
     from ..data.inputs import collect_inputs
     from ..inference import Predictor
 
     inputs = collect_inputs(paths, study_per_folder=study_per_folder)  # before loading the model
-    predictor = Predictor.from_checkpoint(model, device=device, backend=backend)
+    predictor = Predictor.from_checkpoint(model, device=device, backend=backend, tta=tta)
     images, studies = predictor.predict_paths(inputs)
     typer.echo(f"Grouping: {inputs.describe()}")
     output.echo_predictions(predictor, images, studies)

@@ -46,19 +46,22 @@ def evaluate_run(
     n_boot: int = 1000,
     device: str = "auto",
     seed: int = 0,
+    tta: bool = False,
 ) -> tuple[dict, Path]:
     """Predict every image of ``split`` with the run's best checkpoint and write the report.
 
     The decision threshold is the one stored in the checkpoint (chosen on the training hold-out);
-    nothing here is tuned on the evaluated split. Returns (metrics, report directory).
+    nothing here is tuned on the evaluated split. ``tta``: average each image over the
+    checkpoint's test-time views (:mod:`fracturescan.tta`). Returns (metrics, report directory).
     """
     run_dir = Path(run_dir)
-    cfg = _run_config(run_dir)
+    predictor = Predictor.from_checkpoint(run_dir, device=device, tta=tta)
+    meta = predictor.metadata
+    # A checkpoint without its run's config.yaml (e.g. an ensemble) names its data in its metadata.
+    cfg = _run_config(run_dir) or dict(meta.training_config or {})
     data = Path(data) if data else (Path(cfg["data"]) if cfg.get("data") else None)
     if data is None:
         raise ConfigError(f"{run_dir} has no config.yaml naming its data: pass --data PATH.")
-    predictor = Predictor.from_checkpoint(run_dir, device=device)
-    meta = predictor.metadata
     index = open_dataset(data, cfg.get("body_part", "XR_WRIST"))
     records = index.split(split)
     cache = build_cache(records, predictor.image_size, Path(cfg["cache_dir"]) if cfg.get("cache_dir") else None,
@@ -80,7 +83,8 @@ def evaluate_run(
         model_info={"arch": meta.arch, "input_size": meta.input_size, "run": str(run_dir),
                     "data": str(index.root), "body_parts": list(meta.body_parts or []),
                     "skipped_images": len(cache.skipped),
-                    "best_epoch": (meta.metrics or {}).get("best_epoch"), "monitor": cfg.get("monitor", "val_loss")},
+                    "best_epoch": (meta.metrics or {}).get("best_epoch"), "monitor": cfg.get("monitor", "val_loss"),
+                    **({"test_time_augmentation": predictor.tta.describe()} if predictor.tta else {})},
         synthetic=bool(index.synthetic or meta.synthetic),
         history_csv=history if history.is_file() else None,
         monitor=cfg.get("monitor", "val_loss"),
