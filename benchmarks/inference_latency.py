@@ -9,6 +9,10 @@ are reported as ratios against torch.
 The model is a random-init DenseNet121 (weights do not change the cost) saved into a temporary
 checkpoint and exported with ``fracturescan.export``; the images are synthetic phantoms.
 
+In the same run: test-time augmentation (``--tta``; the checkpoint records the phantom recipe's
+±5 degree rotation, so 4 views: identity, flip, ±2.5 degrees), an ensemble of two such models
+(``fracturescan ensemble``), the ensemble with TTA, and the ensemble's single ONNX graph.
+
     python benchmarks/inference_latency.py               # DenseNet121, 224 px, 50 runs
     python benchmarks/inference_latency.py --runs 100 --threads 4
 """
@@ -30,6 +34,7 @@ import numpy as np
 import torch
 
 from fracturescan.data.synth import generate_mura_phantoms
+from fracturescan.ensemble import build_ensemble
 from fracturescan.export import export_onnx
 from fracturescan.inference import Predictor
 from fracturescan.models import build_model, save_checkpoint
@@ -70,16 +75,27 @@ def machine() -> dict[str, str]:
     }
 
 
-def make_inputs(root: Path, args: argparse.Namespace) -> tuple[Path, list[Path]]:
-    """A random-init checkpoint exported to ONNX, and ``--batch`` phantom PNG files."""
-    torch.manual_seed(0)
-    model = build_model(args.arch, weights="none")
-    ckpt = save_checkpoint(root / "ckpt", model, {"input_size": args.image_size})
-    export_onnx(ckpt)
+#: What the checkpoints record as their training augmentation (the phantom recipe's), which
+#: decides the TTA views.
+AUGMENT = {"hflip": 0.5, "rotation": 5.0}
+
+
+def make_inputs(root: Path, args: argparse.Namespace) -> tuple[Path, Path, list[Path]]:
+    """A random-init checkpoint and an ensemble of it with a second one, both exported to ONNX,
+    and ``--batch`` phantom PNG files."""
+    ckpts = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        model = build_model(args.arch, weights="none")
+        ckpts.append(save_checkpoint(root / f"ckpt{seed}" / "best", model, {
+            "input_size": args.image_size, "training_config": {"augment": AUGMENT}}))
+    ensemble = build_ensemble([c.parent for c in ckpts], root / "ensemble")
+    for ckpt in (ckpts[0], ensemble):
+        export_onnx(ckpt)
     studies = max(2, args.batch)  # phantom studies hold 1–4 images each: always enough
     generate_mura_phantoms(root / "phantoms", studies, args.source_size, seed=0)
     pngs = sorted((root / "phantoms").rglob("*.png"))[: args.batch]
-    return ckpt, pngs
+    return ckpts[0], ensemble, pngs
 
 
 def alternating_blocks(fns: dict[str, Callable[[], object]], runs: int, warmup: int,
@@ -138,26 +154,39 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)  # ORT's intra-op pool follows torch's thread count
     with tempfile.TemporaryDirectory(prefix="fs-latency-") as tmp:
-        ckpt, pngs = make_inputs(Path(tmp), args)
-        eager = Predictor.from_checkpoint(ckpt, device="cpu", backend="torch")
-        fast = Predictor.from_checkpoint(ckpt, device="cpu")
-        assert fast.backend == "onnx", "the ONNX export was not picked up"
+        ckpt, ensemble, pngs = make_inputs(Path(tmp), args)
+        predictors = {
+            "torch": Predictor.from_checkpoint(ckpt, device="cpu", backend="torch"),
+            "onnx": Predictor.from_checkpoint(ckpt, device="cpu"),
+            "torch+tta": Predictor.from_checkpoint(ckpt, device="cpu", backend="torch", tta=True),
+            "ensemble": Predictor.from_checkpoint(ensemble, device="cpu", backend="torch"),
+            "ensemble+tta": Predictor.from_checkpoint(ensemble, device="cpu", backend="torch", tta=True),
+            "ensemble onnx": Predictor.from_checkpoint(ensemble, device="cpu"),
+        }
+        assert predictors["onnx"].backend == predictors["ensemble onnx"].backend == "onnx", "ONNX export not picked up"
         one = pngs[0]
-        paths: dict[str, Callable[[], object]] = {"torch": lambda: eager.predict_image(one),
-                                                  "onnx": lambda: fast.predict_image(one)}
-        cam = gradcam_fn(eager, one)
+        paths: dict[str, Callable[[], object]] = {
+            name: (lambda p=p: p.predict_image(one)) for name, p in predictors.items()}
+        cam = gradcam_fn(predictors["torch"], one)
         if cam is not None:
             paths["torch+cam"] = cam
         single = alternating_blocks(paths, args.runs, args.warmup)
         batch = alternating_blocks(
-            {"torch": lambda: eager.predict_paths(pngs, batch_size=args.batch, progress=False),
-             "onnx": lambda: fast.predict_paths(pngs, batch_size=args.batch, progress=False)},
+            {name: (lambda p=p: p.predict_paths(pngs, batch_size=args.batch, progress=False))
+             for name, p in predictors.items()},
             args.batch_runs, 1)
-        report(args, single, batch, single.get("torch+cam"), len(pngs))
+        views = len(predictors["torch+tta"].tta.views)
+        report(args, single, batch, single.get("torch+cam"), len(pngs), views)
+
+
+#: Table rows: (key, label); the first is the baseline.
+ROWS = (("torch", "torch eager (baseline)"), ("onnx", "ONNX Runtime"), ("torch+tta", "torch + TTA ({v} views)"),
+        ("ensemble", "ensemble of 2, torch"), ("ensemble+tta", "ensemble of 2 + TTA, torch"),
+        ("ensemble onnx", "ensemble of 2, one ONNX graph"))
 
 
 def report(args: argparse.Namespace, single: dict[str, list[float]], batch: dict[str, list[float]],
-           cam: list[float] | None, n_batch: int) -> None:
+           cam: list[float] | None, n_batch: int, views: int) -> None:
     """Print the machine and the results table (ratios against torch eager)."""
     print(f"{'load average at start':>26}: {args.load_at_start}")
     for key, value in machine().items():
@@ -167,9 +196,9 @@ def report(args: argparse.Namespace, single: dict[str, list[float]], batch: dict
     base_p50 = pct(single["torch"], 50)
     base_ips = n_batch / statistics.median(batch["torch"])
     rows = [("path", "p50 ms", "p95 ms", f"batch {n_batch} img/s", "p50 speed-up vs torch")]
-    for name in ("torch", "onnx"):
+    for name, label in ROWS:
         ips = n_batch / statistics.median(batch[name])
-        rows.append((f"{name} (1 image, {args.runs} runs)", f"{pct(single[name], 50):.1f}",
+        rows.append((f"{label.format(v=views)} (1 image, {args.runs} runs)", f"{pct(single[name], 50):.1f}",
                      f"{pct(single[name], 95):.1f}", f"{ips:.1f} ({ips / base_ips:.2f}x)",
                      f"{base_p50 / pct(single[name], 50):.2f}x"))
     if cam is not None:

@@ -32,6 +32,7 @@ def test_inference_latency_smoke() -> None:
     out = _run("inference_latency.py", "--arch", "resnet18", "--image-size", "32", "--source-size", "64",
                "--runs", "3", "--warmup", "1", "--batch", "4", "--batch-runs", "1", "--threads", "1")
     assert "torch" in out.lower() and "onnx" in out.lower()
+    assert "TTA (4 views)" in out and "ensemble of 2 + TTA" in out and "one ONNX graph" in out
 
 
 def test_cuda_graph_parity_check_refuses_a_cpu_clearly() -> None:
