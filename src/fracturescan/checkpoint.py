@@ -28,6 +28,7 @@ from .models.network import FractureNet
 from .models.preprocessing import Preprocessing
 
 if TYPE_CHECKING:
+    from .models.ensemble import EnsembleNet
     from .explain.reference import Reference
     from .onnx_runtime import OnnxModel
 
@@ -104,12 +105,37 @@ class Checkpoint:
         verify_file(path, sha256, field_name, "Re-copy the checkpoint.")
         return path
 
-    def load_model(self, device: torch.device | str = "cpu") -> FractureNet:
-        """The network with this checkpoint's verified weights, in eval mode on ``device``.
+    @property
+    def is_ensemble(self) -> bool:
+        """True for an ensemble of checkpoints (:mod:`fracturescan.ensemble`)."""
+        return bool(self.metadata.ensemble_members) or self.metadata.arch == "ensemble"
+
+    @functools.cached_property
+    def members(self) -> "tuple[Checkpoint, ...]":
+        """An ensemble's member checkpoints, each checked against the ensemble's record (hash,
+        calibration, compatibility); empty for a single model. Their weights are verified when
+        loaded.
+
+        Raises:
+            CheckpointError: a member missing, replaced, incompatible, or the member list edited.
+        """
+        if not self.is_ensemble:
+            return ()
+        from .ensemble import member_checkpoints
+
+        return tuple(Checkpoint(folder, meta) for _, folder, meta in member_checkpoints(self.directory, self.metadata))
+
+    def load_model(self, device: torch.device | str = "cpu") -> "FractureNet | EnsembleNet":
+        """The network with this checkpoint's verified weights, in eval mode on ``device`` (for an
+        ensemble, an :class:`~fracturescan.models.ensemble.EnsembleNet` of its members).
 
         Raises:
             CheckpointError: weights missing, tampered with, or not fitting the described network.
         """
+        if self.is_ensemble:
+            from .ensemble import ensemble_model
+
+            return ensemble_model(self.members).to(torch.device(device)).eval()
         state, _ = read_state_dict(self.directory, self.metadata)
         return model_from_state(state, self.metadata, source=str(self.directory)).to(torch.device(device))
 

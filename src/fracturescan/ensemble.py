@@ -31,7 +31,7 @@ import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import torch
@@ -41,22 +41,23 @@ from .models.checkpoint import (
     CARD_FILE,
     METADATA_FILE,
     MODEL_FILE,
-    CheckpointMetadata,
+    _git_commit,
     _render_texts,
     _swap_into_place,
-    load_checkpoint,
     read_metadata,
     resolve_checkpoint_dir,
     verify_file,
 )
 from .models.ensemble import EnsembleNet
+from .models.metadata import CheckpointMetadata
+
+if TYPE_CHECKING:
+    from .checkpoint import Checkpoint
 
 log = logging.getLogger(__name__)
 
 ENSEMBLE_ARCH = EnsembleNet.arch
 MEMBERS_DIR = "members"
-#: metadata.json key holding the member list.
-MEMBERS_KEY = "ensemble_members"
 #: Files copied from a member's checkpoint (the weights must be there; the rest when present).
 _MEMBER_FILES = (MODEL_FILE, METADATA_FILE, CARD_FILE, "explain_reference.safetensors")
 #: Metadata fields every member must share, with how the error names them.
@@ -96,7 +97,7 @@ def member_temperature(meta: CheckpointMetadata) -> float:
 
 def is_ensemble(meta: CheckpointMetadata) -> bool:
     """True when the metadata describes an ensemble checkpoint."""
-    return meta.arch == ENSEMBLE_ARCH or MEMBERS_KEY in meta.extra
+    return meta.arch == ENSEMBLE_ARCH or bool(meta.ensemble_members)
 
 
 def members_of(meta: CheckpointMetadata) -> list[Member]:
@@ -105,12 +106,11 @@ def members_of(meta: CheckpointMetadata) -> list[Member]:
     Raises:
         CheckpointError: the list is missing or malformed.
     """
-    raw = meta.extra.get(MEMBERS_KEY)
     try:
         members = [Member(str(m["name"]), str(m["path"]), str(m["sha256"]), str(m["arch"]),
-                          float(m.get("temperature", 1.0))) for m in raw]
-    except (TypeError, KeyError, ValueError) as exc:
-        raise CheckpointError(f"the ensemble's {MEMBERS_KEY} list in {METADATA_FILE} is malformed ({exc})") from exc
+                          float(m.get("temperature", 1.0))) for m in meta.ensemble_members]
+    except (TypeError, KeyError, ValueError, AttributeError) as exc:
+        raise CheckpointError(f"the ensemble_members list in {METADATA_FILE} is malformed ({exc})") from exc
     if len(members) < 2:
         raise CheckpointError(f"the ensemble's {METADATA_FILE} lists {len(members)} member(s); it needs at least two")
     return members
@@ -241,15 +241,16 @@ def _ensemble_metadata(metas: Sequence[CheckpointMetadata], members: Sequence[Me
         training_config=_shared_config(metas, names), metrics={},
         data_fingerprint=first.data_fingerprint if len(fingerprints) == 1 else None,
         synthetic=any(m.synthetic for m in metas), body_parts=first.body_parts,
-        package_version=__version__, created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        sha256=members_digest(members), extra={MEMBERS_KEY: [m.to_dict() for m in members]},
+        package_version=__version__, git_commit=_git_commit(),
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        sha256=members_digest(members), ensemble_members=tuple(m.to_dict() for m in members),
     )
 
 
 def member_checkpoints(directory: Path | str, meta: CheckpointMetadata | None = None) -> list[tuple[Member, Path, CheckpointMetadata]]:
     """Each member's record, folder and metadata, checked against the ensemble's record.
 
-    The weights themselves are verified when loaded (:func:`load_ensemble`).
+    The weights themselves are verified when loaded (:func:`ensemble_model`).
 
     Raises:
         CheckpointError: a member folder missing or outside the ensemble, a member whose hash or
@@ -281,10 +282,17 @@ def member_checkpoints(directory: Path | str, meta: CheckpointMetadata | None = 
     return found
 
 
-def load_ensemble(directory: Path | str, meta: CheckpointMetadata | None = None, *,
-                  map_location: str | torch.device = "cpu") -> EnsembleNet:
-    """Load every member (weights verified against their SHA-256) into an :class:`EnsembleNet`."""
-    found = member_checkpoints(directory, meta)
-    models = [load_checkpoint(folder, map_location="cpu")[0] for _, folder, _ in found]
-    net = EnsembleNet(models, [member.temperature for member, _, _ in found])
-    return net.to(torch.device(map_location)).eval()
+def ensemble_model(members: Sequence["Checkpoint"]) -> EnsembleNet:
+    """An :class:`EnsembleNet` of the member checkpoints (each one's weights verified against its
+    SHA-256 as it loads), on the CPU. :meth:`Checkpoint.load_model` calls this for an ensemble."""
+    return EnsembleNet([m.load_model("cpu") for m in members], [member_temperature(m.metadata) for m in members])
+
+
+def load_ensemble(directory: Path | str, *, map_location: str | torch.device = "cpu") -> EnsembleNet:
+    """The verified :class:`EnsembleNet` of an ensemble checkpoint directory, in eval mode."""
+    from .checkpoint import Checkpoint
+
+    ckpt = Checkpoint.open(directory)
+    if not ckpt.is_ensemble:
+        raise CheckpointError(f"{ckpt.directory} is a single model, not an ensemble")
+    return ckpt.load_model(map_location).eval()

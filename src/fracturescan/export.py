@@ -7,7 +7,9 @@ it against the torch model on full-size inputs before keeping it, and records it
 
 The graph takes the *normalised* float input ``(N, C, H, W)`` and returns one logit per image,
 like :class:`~fracturescan.models.FractureNet`; preprocessing stays in Python so the torch and
-ONNX Runtime backends share it byte for byte.
+ONNX Runtime backends share it byte for byte. An ensemble checkpoint exports as ONE graph holding
+every member and the averaging (:class:`~fracturescan.models.ensemble.EnsembleNet`), checked
+against torch like any other.
 
 ``onnx`` (needed by torch's exporter) and ``onnxruntime`` form the optional extra ``onnx``; both
 are imported only when used.

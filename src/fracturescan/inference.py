@@ -23,6 +23,7 @@ from .decision import study_probability
 from .devices import resolve_device
 from .errors import FracturescanError
 from .models.preprocessing import Preprocessing
+from .tta import TestTimeAugmentation
 
 if TYPE_CHECKING:
     from .explain.reference import Reference
@@ -79,10 +80,12 @@ class Predictor:
     """A loaded :class:`~fracturescan.checkpoint.Checkpoint`: its network on a device (plus its
     ONNX Runtime model when that backend is chosen), its preprocessing and decision threshold."""
 
-    def __init__(self, checkpoint: Checkpoint, device: torch.device | str = "auto", backend: str = "auto") -> None:
+    def __init__(self, checkpoint: Checkpoint, device: torch.device | str = "auto", backend: str = "auto",
+                 *, tta: bool = False) -> None:
         """``backend``: ``auto`` uses ONNX Runtime on the CPU when the checkpoint holds a verified
         ``model.onnx`` and onnxruntime is installed, else torch; ``torch`` forces torch; ``onnx``
-        forces ONNX Runtime (see :func:`fracturescan.export.select_onnx_model`).
+        forces ONNX Runtime (see :func:`fracturescan.export.select_onnx_model`). ``tta``: average
+        every probability over the checkpoint's test-time views (:mod:`fracturescan.tta`).
 
         Raises:
             CheckpointError: weights, reference or ONNX export missing or tampered with.
@@ -96,12 +99,16 @@ class Predictor:
         self.onnx_model: OnnxModel | None = select_onnx_model(checkpoint, backend, self.device)
         #: "onnx" (ONNX Runtime computes probabilities) or "torch".
         self.backend = "torch" if self.onnx_model is None else "onnx"
-        checkpoint.reference  # noqa: B018  (verify it now: a tampered file fails at load, not mid-study)
+        for ckpt in (checkpoint, *checkpoint.members):
+            ckpt.reference  # noqa: B018  (verify it now: a tampered file fails at load, not mid-study)
+        #: Test-time augmentation (:mod:`fracturescan.tta`) applied by :meth:`probabilities`, or None.
+        self.tta: TestTimeAugmentation | None = TestTimeAugmentation.for_metadata(checkpoint.metadata) if tta else None
 
     @classmethod
-    def from_checkpoint(cls, path: "Path | str | Checkpoint", device: str = "auto", backend: str = "auto") -> "Predictor":
+    def from_checkpoint(cls, path: "Path | str | Checkpoint", device: str = "auto", backend: str = "auto",
+                        tta: bool = False) -> "Predictor":
         """Load a checkpoint directory, a run directory holding ``best/``, or an open Checkpoint."""
-        return cls(Checkpoint.open(path), device, backend)
+        return cls(Checkpoint.open(path), device, backend, tta=tta)
 
     @property
     def metadata(self) -> "CheckpointMetadata":
@@ -133,7 +140,13 @@ class Predictor:
         return resize_square(image, self.image_size)
 
     def probabilities(self, pixels: np.ndarray, batch_size: int = 32) -> np.ndarray:
-        """Probabilities for preprocessed uint8 (N, size, size) images."""
+        """Probabilities for preprocessed uint8 (N, size, size) images (averaged over the
+        test-time views when the predictor was made with ``tta=True``)."""
+        if self.tta is not None:
+            return self.tta.probabilities(lambda view: self._probabilities(view, batch_size), pixels)
+        return self._probabilities(pixels, batch_size)
+
+    def _probabilities(self, pixels: np.ndarray, batch_size: int) -> np.ndarray:
         if self.onnx_model is not None:
             return self.onnx_model.probabilities(pixels, self.preprocessing, batch_size=batch_size)
         return predict_pixels(self.model, pixels, preprocessing=self.preprocessing, device=self.device,

@@ -15,7 +15,10 @@ from fracturescan.cli.main import main
 from fracturescan.ensemble import build_ensemble, load_ensemble, members_digest, members_of
 from fracturescan.errors import CheckpointError
 from fracturescan.export import check_inputs
-from fracturescan.models.checkpoint import CheckpointMetadata, load_checkpoint, read_metadata, update_metadata
+from fracturescan.models.builder import load_checkpoint
+from fracturescan.models.checkpoint import read_metadata, update_metadata
+from fracturescan.models.metadata import CheckpointMetadata
+from fracturescan.models.preprocessing import Preprocessing
 
 from .conftest import random_checkpoint
 
@@ -36,7 +39,7 @@ def member_probabilities(runs, x: torch.Tensor, temperatures=(1.0, 1.0)) -> np.n
 
 
 def inputs(meta) -> torch.Tensor:
-    return check_inputs(meta.input_size, meta.channels, tuple(meta.mean), tuple(meta.std), batch=4)
+    return check_inputs(Preprocessing.from_metadata(meta), batch=4)
 
 
 def test_records_members_and_their_hashes(member_runs, ensemble_dir: Path) -> None:

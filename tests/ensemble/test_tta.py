@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from fracturescan.inference import predict_pixels
+from fracturescan.models.preprocessing import Preprocessing
 from fracturescan.tta import TestTimeAugmentation, View, apply_view, views_for
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -27,7 +28,8 @@ def by_hand(grey: float) -> float:
 
 
 def predict(pixels: np.ndarray) -> np.ndarray:
-    return predict_pixels(LeftHalf(), pixels, mean=MEAN, std=STD, device=torch.device("cpu"))
+    return predict_pixels(LeftHalf(), pixels, preprocessing=Preprocessing(pixels.shape[-1], MEAN, STD),
+                          device=torch.device("cpu"))
 
 
 def halves(left: int, right: int, size: int = 16) -> np.ndarray:

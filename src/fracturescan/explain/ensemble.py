@@ -11,7 +11,7 @@ The method is the same for all members: integrated gradients when every member h
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -31,12 +31,6 @@ def is_ensemble_model(model: nn.Module) -> bool:
     return isinstance(model, EnsembleNet)
 
 
-def _member_references(predictor: "Predictor", n: int) -> Sequence[Any]:
-    """The predictor's per-member references (a sequence, one per member, None for none)."""
-    refs = getattr(predictor, "reference", None)
-    return tuple(refs) if isinstance(refs, (tuple, list)) and len(refs) == n else (None,) * n
-
-
 def explain_ensemble(predictor: "Predictor", image: np.ndarray, inputs: torch.Tensor, *,
                      method: str = "auto") -> Explanation:
     """The mean of the member heatmaps of ``image`` (normalised model input ``inputs``).
@@ -45,10 +39,10 @@ def explain_ensemble(predictor: "Predictor", image: np.ndarray, inputs: torch.Te
     the mean member map at the model's input resolution; ``layer`` lists the members' layers.
     """
     net: EnsembleNet = predictor.model
-    size, channels = predictor.image_size, int(predictor.metadata.channels)
+    size, channels = predictor.preprocessing.input_size, predictor.preprocessing.channels
     layers = [select_cam_layer(member, size, channels) for member in net.members]
     refs = [ref if ref is not None and ref.layer == name and ref.input_size == size else None
-            for ref, (name, _) in zip(_member_references(predictor, len(net.members)), layers)]
+            for ref, (name, _) in zip((m.reference for m in predictor.checkpoint.members), layers)]
     use_reference = method != GRAD_CAM and all(ref is not None for ref in refs)
     if method == REFERENCE_IG and not use_reference:
         raise FracturescanError("Not every member of this ensemble has an explanation reference for its "

@@ -40,7 +40,7 @@ MODEL_FILE = "model.safetensors"
 METADATA_FILE = "metadata.json"
 CARD_FILE = "MODEL_CARD.md"
 #: Fields that describe the stored tensors; changing them in place would make the file lie.
-_FROZEN_FIELDS = frozenset({"arch", "hidden", "dropout", "channels", "sha256", "format_version"})
+_FROZEN_FIELDS = frozenset({"arch", "hidden", "dropout", "channels", "sha256", "format_version", "ensemble_members"})
 
 
 def _git_commit() -> str | None:

@@ -44,6 +44,9 @@ class CheckpointMetadata:
     #: training images that heatmaps are measured against); "" when there is none.
     reference_sha256: str = ""
     reference_layer: str = ""
+    #: An ensemble's members (:mod:`fracturescan.ensemble`), one dict each: folder, weights
+    #: SHA-256, architecture, calibration temperature. Empty for a single model.
+    ensemble_members: tuple[dict[str, Any], ...] = ()
     format_version: int = FORMAT_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -76,4 +79,6 @@ class CheckpointMetadata:
         for name in ("mean", "std", "label_names", "body_parts"):
             if name in known:
                 known[name] = tuple(known[name])
+        if isinstance(known.get("ensemble_members"), list):  # anything else: refused when loaded
+            known["ensemble_members"] = tuple(known["ensemble_members"])
         return cls(**known, extra=extra)

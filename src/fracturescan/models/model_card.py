@@ -26,14 +26,24 @@ def _flatten_metrics(metrics: dict[str, Any], prefix: str = "") -> list[tuple[st
 
 
 def _architecture_line(meta: CheckpointMetadata) -> str:
-    members = meta.extra.get("ensemble_members")
-    if not isinstance(members, list):
+    members = meta.ensemble_members
+    if not members:
         return f"- Architecture: `{meta.arch}` backbone, head hidden={meta.hidden}, dropout={meta.dropout}"
     # An ensemble (fracturescan.ensemble): its members are the architecture.
     listed = "".join(
         f"\n  - `{m.get('name')}`: `{m.get('arch')}`, weights SHA-256 `{str(m.get('sha256'))[:16]}…`, "
         f"temperature {m.get('temperature')}" for m in members if isinstance(m, dict))
     return f"- Architecture: ensemble of {len(members)} models, the mean of their probabilities:{listed}"
+
+
+def _heatmap_line(meta: CheckpointMetadata) -> str:
+    if meta.ensemble_members:
+        return ("- Heatmaps: the mean of the members' heatmaps (integrated gradients from each member's "
+                "typical-normal reference when every member has one, else Grad-CAM).")
+    if meta.reference_layer:
+        return ("- Heatmaps: integrated gradients at `" + meta.reference_layer + "` from the mean activation "
+                "of normal training images (what made this image look more abnormal than a typical normal one).")
+    return "- Heatmaps: Grad-CAM (this checkpoint has no typical-normal reference)."
 
 
 def render_model_card(meta: CheckpointMetadata, *, name: str = "fracturescan model") -> str:
@@ -86,9 +96,7 @@ def render_model_card(meta: CheckpointMetadata, *, name: str = "fracturescan mod
         "paediatric or post-operative images, and other scanners may perform worse.",
         "- Labels are study-level (normal/abnormal); the model does not localise or classify "
         "fractures, and heatmaps are only a rough indication of what it looked at.",
-        ("- Heatmaps: integrated gradients at `" + meta.reference_layer + "` from the mean activation "
-         "of normal training images (what made this image look more abnormal than a typical normal one)."
-         if meta.reference_layer else "- Heatmaps: Grad-CAM (this checkpoint has no typical-normal reference)."),
+        _heatmap_line(meta),
         "- Not validated prospectively or cleared by any regulator.",
         "",
     ]
