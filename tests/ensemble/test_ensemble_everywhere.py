@@ -126,3 +126,23 @@ def test_a_mixed_architecture_ensemble_works(member_runs, tmp_path: Path) -> Non
     x = pixels(2)
     expected = np.mean([predictor(member_runs[0]).probabilities(x), predictor(dense).probabilities(x)], axis=0)
     np.testing.assert_allclose(predictor(ens).probabilities(x), expected, atol=1e-6)
+
+
+def test_cli_predict_with_tta_and_explain_an_ensemble(ensemble_dir: Path, tmp_path: Path, capsys) -> None:
+    import json
+
+    from PIL import Image
+
+    from fracturescan.cli.main import main
+
+    image = tmp_path / "view.png"
+    Image.fromarray(pixels(1, size=72, seed=9)[0]).save(image)
+    assert main(["predict", str(ensemble_dir), str(image), "--tta", "--backend", "torch", "--device", "cpu",
+                 "--json", str(tmp_path / "p.json")]) == 0
+    assert "mean probability over 4 views" in capsys.readouterr().out
+    doc = json.loads((tmp_path / "p.json").read_text())
+    assert doc["test_time_augmentation"] == ["identity", "flip", "rotate+2", "rotate-2"]
+    expected = predictor(ensemble_dir, tta=True).predict_image(image)
+    assert doc["images"][0]["probability"] == pytest.approx(expected, abs=1e-6)
+    assert main(["explain", str(ensemble_dir), str(image), "--out", str(tmp_path / "maps"), "--device", "cpu"]) == 0
+    assert (tmp_path / "maps" / "view_heatmap.png").is_file()

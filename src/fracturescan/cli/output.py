@@ -90,6 +90,8 @@ def echo_predictions(predictor: "Predictor", images: list["ImagePrediction"], st
     if predictor.metadata.synthetic:
         typer.echo(SYNTHETIC_MODEL)
     typer.echo(f"threshold {predictor.threshold:.3f}")
+    if predictor.tta is not None:
+        typer.echo(predictor.tta.describe())
     typer.echo(table(["image", "probability", "decision", "note"],
                      [(i.path, i.probability, _decision(i.abnormal), i.error or "") for i in images]))
     typer.echo("")
@@ -132,6 +134,7 @@ def write_predictions_json(path: Path, predictor: "Predictor", images: list["Ima
     doc = {
         "threshold": predictor.threshold,
         "synthetic_model": bool(predictor.metadata.synthetic),
+        "test_time_augmentation": None if predictor.tta is None else [v.name for v in predictor.tta.views],
         "notice": NOT_A_DIAGNOSIS,
         "images": [asdict(i) for i in images],
         "studies": [{**asdict(s), "grouped_by": rules.get(s.study_id)} for s in studies],
