@@ -28,7 +28,6 @@ import hashlib
 import json
 import logging
 import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -42,11 +41,11 @@ from .models.checkpoint import (
     METADATA_FILE,
     MODEL_FILE,
     _git_commit,
-    _render_texts,
-    _swap_into_place,
     read_metadata,
     resolve_checkpoint_dir,
+    staged_directory,
     verify_file,
+    write_metadata_files,
 )
 from .models.ensemble import EnsembleNet
 from .models.metadata import CheckpointMetadata
@@ -193,18 +192,10 @@ def build_ensemble(runs: Sequence[Path | str], out: Path | str, *, threshold: fl
     if any(target.resolve() in (d.resolve(), *d.resolve().parents) for d in sources):
         raise CheckpointError(f"--out {target} would overwrite a member: choose a new folder")
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
+    with staged_directory(target) as staging:
         members = [_copy_member(directory, staging, name, meta)
                    for directory, name, meta in zip(sources, names, metas)]
-        meta = _ensemble_metadata(metas, members, names, threshold)
-        meta, texts = _render_texts(meta, target.name)
-        for file, text in texts.items():
-            (staging / file).write_text(text, encoding="utf-8")
-        _swap_into_place(staging, target)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+        write_metadata_files(staging, _ensemble_metadata(metas, members, names, threshold), target.name)
     log.info("ensemble of %d members written to %s", len(members), target)
     return target
 

@@ -14,6 +14,7 @@ so an interrupted save never leaves a half-written checkpoint behind.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -23,7 +24,7 @@ import subprocess
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -157,6 +158,29 @@ def _swap_into_place(staging: Path, target: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def staged_directory(target: Path) -> Iterator[Path]:
+    """A new sibling folder of ``target`` to build a checkpoint in: renamed into place when the
+    block ends normally, deleted when it raises, so no reader ever sees a half-built checkpoint."""
+    staging = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
+    staging.mkdir()
+    try:
+        yield staging
+        _swap_into_place(staging, target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def write_metadata_files(directory: Path, meta: CheckpointMetadata, name: str) -> CheckpointMetadata:
+    """Write ``metadata.json`` and the model card into ``directory``; return the metadata as it
+    reads back."""
+    meta, texts = _render_texts(meta, name)
+    for file, text in texts.items():
+        (directory / file).write_text(text, encoding="utf-8")
+    return meta
+
+
 def save_checkpoint(
     directory: Path | str, model: FractureNet, metadata: CheckpointMetadata | dict[str, Any]
 ) -> Path:
@@ -176,19 +200,10 @@ def save_checkpoint(
     if not isinstance(model, FractureNet):
         raise TypeError(f"save_checkpoint needs a FractureNet, got {type(model).__name__}")
     meta = _complete_metadata(model, metadata)
-    staging = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
-    staging.mkdir()
-    try:
+    with staged_directory(target) as staging:
         state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
         save_file(state, str(staging / MODEL_FILE), metadata={"format": "pt"})
-        meta = dataclasses.replace(meta, sha256=sha256_file(staging / MODEL_FILE))
-        meta, texts = _render_texts(meta, target.name)
-        for name, text in texts.items():
-            (staging / name).write_text(text, encoding="utf-8")
-        _swap_into_place(staging, target)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+        write_metadata_files(staging, dataclasses.replace(meta, sha256=sha256_file(staging / MODEL_FILE)), target.name)
     logger.info("checkpoint saved to %s", target)
     return target
 
