@@ -12,6 +12,9 @@ grid, so a deeper-but-finer stage is used). The map is upsampled straight to the
 image size: :func:`~fracturescan.data.images.resize_square` squashes the whole image into the
 model's square input without cropping or padding, so a plain resize of the feature grid maps it
 back onto the original pixels.
+
+An ensemble checkpoint is explained by its members: the mean of their heatmaps
+(:func:`explain_ensemble`).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import FracturescanError
+from ..models.ensemble import EnsembleNet
 from .layers import select_cam_layer
 
 if TYPE_CHECKING:
@@ -169,7 +173,7 @@ def explain_image(predictor: "Predictor", image: np.ndarray, *, layer: nn.Module
     ``layer`` overrides the target layer chosen by
     :func:`~fracturescan.explain.layers.select_cam_layer` (Grad-CAM only).
 
-    An ensemble is explained by its members (see :mod:`.ensemble`): the mean of their heatmaps.
+    An ensemble is explained by its members: the mean of their heatmaps (:func:`explain_ensemble`).
     """
     image = np.asarray(image)
     if image.ndim != 2:
@@ -178,9 +182,7 @@ def explain_image(predictor: "Predictor", image: np.ndarray, *, layer: nn.Module
     contract = predictor.preprocessing
     pixels = torch.from_numpy(predictor.preprocess(image)[None]).to(predictor.device)
     inputs = contract.normalise(pixels)
-    from .ensemble import explain_ensemble, is_ensemble_model
-
-    if is_ensemble_model(predictor.model):
+    if isinstance(predictor.model, EnsembleNet):
         return explain_ensemble(predictor, image, inputs, method=method)
     if layer is None:
         name, layer = select_cam_layer(predictor.model, contract.input_size, contract.channels)
@@ -220,3 +222,43 @@ def attribute(model: nn.Module, layer: nn.Module, inputs: torch.Tensor,
         return attribution.clamp_min(0.0).float().cpu().numpy(), logit, reference_logit, reference.abnormal_peak
     cams, logits = grad_cam(model, layer, inputs)
     return cams[0].float().cpu().numpy(), float(logits[0]), None, None
+
+
+def explain_ensemble(predictor: "Predictor", image: np.ndarray, inputs: torch.Tensor, *,
+                     method: str = "auto") -> Explanation:
+    """An ensemble's explanation: the mean of its members' heatmaps of ``image`` (normalised
+    model input ``inputs``).
+
+    Each member is explained exactly as it would be on its own (its own layer, typical-normal
+    reference and colour scale), each map brought to the image's resolution in [0, 1], and the
+    maps averaged: a region lights up fully only where every member saw strong evidence. The
+    method is the same for all members (integrated gradients when every member has a reference,
+    else Grad-CAM for all), so the maps being averaged mean the same thing.
+
+    ``probability`` and ``logit`` are the ensemble's own (the same as its prediction); ``cam`` is
+    the mean member map at the model's input resolution; ``layer`` lists the members' layers.
+    """
+    net: EnsembleNet = predictor.model
+    size, channels = predictor.preprocessing.input_size, predictor.preprocessing.channels
+    layers = [select_cam_layer(member, size, channels) for member in net.members]
+    refs = [ref if ref is not None and ref.layer == name and ref.input_size == size else None
+            for ref, (name, _) in zip((m.reference for m in predictor.checkpoint.members), layers)]
+    use_reference = method != GRAD_CAM and all(ref is not None for ref in refs)
+    if method == REFERENCE_IG and not use_reference:
+        raise FracturescanError("Not every member of this ensemble has an explanation reference for its "
+                                "heatmap layer: use --method grad-cam.")
+    heatmaps, model_maps, logits = [], [], []
+    for member, (_, layer), ref in zip(net.members, layers, refs):
+        cam, logit, _, full_scale = attribute(member, layer, inputs, ref if use_reference else None)
+        heatmaps.append(upsample(cam, image.shape, full_scale))
+        model_maps.append(upsample(cam, (size, size), full_scale))
+        logits.append(logit)
+    z = torch.tensor(logits, dtype=torch.float32).view(-1, 1) / net.temperatures.detach().cpu().view(-1, 1)
+    logit = float(EnsembleNet.combine(z)[0])
+    heatmap = np.mean(heatmaps, axis=0).astype(np.float32)
+    return Explanation(
+        probability=float(torch.sigmoid(torch.tensor(logit))), logit=logit, heatmap=heatmap,
+        model_heatmap=np.mean(model_maps, axis=0).astype(np.float32),
+        cam=np.mean(model_maps, axis=0).astype(np.float32), peak=heatmap_peak(heatmap),
+        layer="mean of members: " + ", ".join(name for name, _ in layers),
+        method=REFERENCE_IG if use_reference else GRAD_CAM)
