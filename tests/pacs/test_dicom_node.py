@@ -31,10 +31,10 @@ def make_node(tmp_path: Path, pacs_checkpoint: Path, receiver: Receiver):
 
     nodes = []
 
-    def make(quiet: float = 0.6) -> DicomNode:
+    def make(quiet: float = 0.6, forget: float = 3600.0) -> DicomNode:
         config = NodeConfig(storage=tmp_path / "node", db_url=f"sqlite:///{tmp_path / 'audit.db'}",
                             key=b"k" * 32, model_paths=(pacs_checkpoint,), port=0, quiet_seconds=quiet,
-                            send_to=AEAddress.parse(receiver.address))
+                            forget_seconds=forget, send_to=AEAddress.parse(receiver.address))
         node = DicomNode(config)
         node.start()
         nodes.append(node)
@@ -167,3 +167,20 @@ def test_hostile_and_odd_input_never_stops_the_node(make_node, receiver: Receive
     assert echo(node.port) == 0x0000  # still serving
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert "NODE^TEST" not in logged and "NODE-TEST-1" not in logged
+
+
+def test_a_forgotten_study_is_reanalysed_with_every_stored_image(make_node, receiver: Receiver) -> None:
+    """Idle studies leave memory (a node runs for months); an image arriving later re-analyses the
+    study with all its images on disk, as after a restart."""
+    node = make_node(quiet=0.3, forget=0.3)
+    study = "1.2.826.0.1.3680043.8.498.2002"
+    assert send(node.port, [small_cr(study, 1), small_cr(study, 2)]) == [0, 0]
+    assert node.wait_for(1)[0].n_analysed == 2
+    deadline = time.monotonic() + 10
+    while node.known_studies() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert node.known_studies() == 0  # forgotten
+    assert send(node.port, [small_cr(study, 2)]) == [0]  # an unchanged copy: nothing new
+    assert node.pending() == 0
+    assert send(node.port, [small_cr(study, 3)]) == [0]
+    assert node.wait_for(2)[1].n_analysed == 3  # images 1 and 2 from disk, 3 just received

@@ -41,6 +41,8 @@ def dicom_node(
     storage: Path = typer.Option(Path("dicom-node"), "--storage", help="Folder for received objects and results."),
     quiet: float = typer.Option(10.0, "--quiet-seconds", min=0.0,
                                 help="Analyse a study once no image of it arrived for this long."),
+    forget: float = typer.Option(24.0, "--forget-hours", min=0.0,
+                                 help="Drop idle studies from memory after this long (files stay on disk)."),
     send_to: Optional[str] = typer.Option(None, "--send-to", help="PACS to C-STORE results to: AET@host:port."),
     stow: Optional[str] = typer.Option(None, "--stow-url", help="DICOMweb URL to STOW-RS results to instead."),
     key_file: Optional[Path] = _KEY,
@@ -60,7 +62,7 @@ def dicom_node(
         raise FracturescanError("--aet needs 1 to 16 characters.")
     config = NodeConfig(storage=storage, db_url=db, key=load_or_create_key(key_file or storage / "study.key"),
                         models_dir=models, model_paths=tuple(model or ()), aet=aet.strip(), host=host, port=port,
-                        quiet_seconds=quiet, send_to=AEAddress.parse(send_to) if send_to else None, stow_url=stow)
+                        quiet_seconds=quiet, forget_seconds=forget * 3600.0, send_to=AEAddress.parse(send_to) if send_to else None, stow_url=stow)
     if logging.getLogger().level > logging.DEBUG:
         logging.getLogger("pynetdicom").setLevel(logging.WARNING)  # one line per association otherwise
     node = DicomNode(config)

@@ -19,6 +19,7 @@ import logging
 import os
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -53,6 +54,9 @@ class NodeConfig:
     host: str = "127.0.0.1"
     port: int = 11112
     quiet_seconds: float = 10.0
+    #: A study idle this long after its analysis leaves memory; its files stay on disk, and an
+    #: image arriving later re-analyses it with every stored image (as after a restart).
+    forget_seconds: float = 24 * 3600.0
     send_to: AEAddress | None = None
     stow_url: str | None = None
 
@@ -66,6 +70,7 @@ class _Study:
     last_received: float = 0.0
     pending: bool = False
     analyses: int = 0
+    busy: bool = False  # being analysed now
     audit_id: int | None = None
     previous_sr: Dataset | None = None
 
@@ -99,7 +104,8 @@ class DicomNode:
         self._stop = threading.Event()
         self._server: Any = None
         self._scheduler: threading.Thread | None = None
-        self.records: list[AnalysisRecord] = []
+        self.records: deque[AnalysisRecord] = deque(maxlen=1000)  # the latest, for tests and logs
+        self.analyses = 0
         self._on_analysis = on_analysis
         self.work = NodeWork(config)
 
@@ -156,25 +162,28 @@ class DicomNode:
             return CANNOT_UNDERSTAND
         key = study_key(self.config.key, study_uid)
         folder = self.incoming / key.split(":", 1)[1]
+        # Our own results coming back (a PACS routing everything) are kept apart, never analysed.
+        ours = str(header.get("Manufacturer", "")) == MANUFACTURER
         with self._lock:
-            known = self._studies.get(study_uid)
-            stored = known.files.get(sop_uid) if known is not None else None
+            study = self._studies.get(study_uid)
+            if study is None:  # new, forgotten, or received before a restart: what is on disk counts
+                study = self._studies[study_uid] = _Study(key, files=_stored_files(folder))
+            stored = None if ours else study.files.get(sop_uid)
         if stored is not None and _same_content(stored, data):
             # A PACS re-sending what it already sent (a retry, or a routing rule that fires
             # again when our results arrive): acknowledged, but not a new image to analyse.
             log.info("%s: an object received again, unchanged; not re-analysed", key)
             return 0x0000
         try:
-            path = _write_durably(folder, f"{sop_uid}.dcm", data)
+            path = _write_durably(folder / "returned" if ours else folder, f"{sop_uid}.dcm", data)
         except OSError as exc:
             log.error("could not store an object of %s: %s", key, exc.strerror)
             return OUT_OF_RESOURCES
-        ours = str(header.get("Manufacturer", "")) == MANUFACTURER
+        if ours:
+            log.info("stored one of fracturescan's own result objects for %s; not analysed", key)
+            return 0x0000
         with self._lock:
-            study = self._studies.setdefault(study_uid, _Study(key))
-            if ours:  # our own results coming back (a PACS routing everything): never re-analysed
-                log.info("stored one of fracturescan's own result objects for %s; not analysed", key)
-                return 0x0000
+            study = self._studies.setdefault(study_uid, study)
             study.files[sop_uid] = path
             study.last_received = time.monotonic()
             study.pending = True
@@ -191,12 +200,17 @@ class DicomNode:
                        if s.pending and now - s.last_received >= self.config.quiet_seconds]
                 for _, study in due:
                     study.pending = False
+                idle = [uid for uid, s in self._studies.items() if not s.pending and not s.busy
+                        and now - s.last_received >= self.config.forget_seconds]
+                for uid in idle:  # bounded memory on a node that runs for months
+                    del self._studies[uid]
             for uid, study in due:
                 self._analyse(uid, study)
 
     def _analyse(self, study_uid: str, study: _Study) -> None:
         with self._lock:
             files = dict(study.files)
+            study.busy = True
         try:
             record = self.work.analyse(study.key, dict(files), study.previous_sr, study.audit_id)
         except Exception as exc:  # the node keeps serving whatever one study does
@@ -206,8 +220,12 @@ class DicomNode:
             if record.sr is not None:
                 study.audit_id = record.audit_id if record.audit_id is not None else study.audit_id
                 study.previous_sr = record.sr
-        study.analyses += 1
+        with self._lock:
+            study.analyses += 1
+            study.busy = False
+            study.last_received = max(study.last_received, time.monotonic())  # idle from now on
         self.records.append(record)
+        self.analyses += 1
         if self._on_analysis is not None:
             self._on_analysis(record)
 
@@ -216,10 +234,15 @@ class DicomNode:
         with self._lock:
             return sum(study.pending for study in self._studies.values())
 
+    def known_studies(self) -> int:
+        """Studies held in memory (the others are only on disk)."""
+        with self._lock:
+            return len(self._studies)
+
     def wait_for(self, n_records: int, timeout: float = 60.0) -> list[AnalysisRecord]:
         """Block until at least ``n_records`` analyses finished (for tests and benchmarks)."""
         deadline = time.monotonic() + timeout
-        while len(self.records) < n_records and time.monotonic() < deadline:
+        while self.analyses < n_records and time.monotonic() < deadline:
             time.sleep(0.05)
         return list(self.records)
 
@@ -229,6 +252,11 @@ def _peer(event: Any) -> str:
         return f"{event.assoc.requestor.ae_title}@{event.assoc.requestor.address}"
     except Exception:
         return "a peer"
+
+
+def _stored_files(folder: Path) -> dict[str, Path]:
+    """{SOPInstanceUID: file} of the objects already stored for a study (none if new)."""
+    return {path.stem: path for path in folder.glob("*.dcm")} if folder.is_dir() else {}
 
 
 def _same_content(path: Path, data: bytes) -> bool:
