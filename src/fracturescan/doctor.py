@@ -146,7 +146,8 @@ def check_database(db_url: str) -> list[Check]:
     elif status.writable and not status.refuses_changes:
         checks.append(Check("append-only triggers", FAIL, "present but an audit row could be changed"))
     else:
-        checks.append(Check("append-only triggers", OK, "audit tables refuse UPDATE and DELETE"
+        refused = "UPDATE, DELETE and INSERT OR REPLACE" if db_url.startswith("sqlite") else "UPDATE, DELETE and TRUNCATE"
+        checks.append(Check("append-only triggers", OK, f"audit tables refuse {refused}"
                                                         + (" (probe rolled back)" if status.writable else "")))
     return checks
 

@@ -81,11 +81,13 @@ def test_listening_addresses_read_from_proc_match_real_sockets() -> None:
 def test_missing_or_defused_trigger_fails(db_url: str, models: Path) -> None:
     with sqlite3.connect(db_url.removeprefix("sqlite:///")) as conn:
         conn.execute("DROP TRIGGER events_no_delete")
+        conn.execute("DROP TRIGGER audit_images_no_replace")
         # A trigger of the right name and kind that refuses nothing does not count either.
         conn.execute("DROP TRIGGER feedback_no_update")
         conn.execute("CREATE TRIGGER feedback_no_update BEFORE UPDATE ON feedback BEGIN SELECT 1; END")
     status, detail = _by_name(run_checks(db_url, models))["append-only triggers"]
     assert status == FAIL and "events: DELETE" in detail and "feedback: UPDATE" in detail
+    assert "audit_images: REPLACE" in detail
     assert "audit_studies" not in detail
 
 
@@ -143,3 +145,16 @@ def test_outdated_schema_fails(db_url: str, models: Path) -> None:
         conn.execute("UPDATE alembic_version SET version_num = '0001'")
     status, detail = _by_name(run_checks(db_url, models))["schema"]
     assert status == FAIL and "revision 0001, this fracturescan needs 0002" in detail and "db upgrade" in detail
+
+
+def test_probe_catches_a_replace_that_overwrites(db_url: str) -> None:
+    """Without the BEFORE INSERT guard, INSERT OR REPLACE overwrites an event: the probe sees it."""
+    from fracturescan.store.db import connect
+    from fracturescan.store.health import check_database
+
+    with sqlite3.connect(db_url.removeprefix("sqlite:///")) as conn:
+        conn.execute("DROP TRIGGER events_no_replace")
+    engine = connect(db_url)
+    status = check_database(engine)
+    engine.dispose()
+    assert status.writable and not status.refuses_changes and status.unprotected == {"events": ["REPLACE"]}

@@ -27,7 +27,8 @@ class DatabaseStatus:
     server: str  # dialect and server version, or the connection error
     #: Each append-only table's missing protections, e.g. {"events": ["DELETE"]}; empty when all present.
     unprotected: dict[str, list[str]]
-    #: Whether an UPDATE and a DELETE of a probe row in ``events`` were refused by the database.
+    #: Whether an UPDATE, a DELETE (and on SQLite an INSERT OR REPLACE) of a probe row in
+    #: ``events`` were refused by the database.
     refuses_changes: bool
     #: fracturescan tables the database lacks (all of them in an empty database).
     missing_tables: tuple[str, ...] = ()
@@ -47,8 +48,9 @@ def _protected_operations(engine: Engine) -> dict[str, set[str]]:
             rows = conn.execute(text("SELECT tbl_name, sql FROM sqlite_master WHERE type = 'trigger'"))
             for table, sql in rows:
                 words = " ".join((sql or "").upper().split())
-                for op in ("UPDATE", "DELETE"):
-                    if table in found and f"BEFORE {op}" in words and "RAISE(ABORT" in words.replace(" ", ""):
+                # A BEFORE INSERT guard is what stops INSERT OR REPLACE from overwriting a row.
+                for trigger_op, op in (("UPDATE", "UPDATE"), ("DELETE", "DELETE"), ("INSERT", "REPLACE")):
+                    if table in found and f"BEFORE {trigger_op}" in words and "RAISE(ABORT" in words.replace(" ", ""):
                         found[table].add(op)
         elif engine.dialect.name == "postgresql":
             rows = conn.execute(text(
@@ -64,11 +66,12 @@ def _protected_operations(engine: Engine) -> dict[str, set[str]]:
 
 
 def _expected_operations(dialect: str) -> tuple[str, ...]:
-    return ("UPDATE", "DELETE", "TRUNCATE") if dialect == "postgresql" else ("UPDATE", "DELETE")
+    return ("UPDATE", "DELETE", "TRUNCATE") if dialect == "postgresql" else ("UPDATE", "DELETE", "REPLACE")
 
 
 def _probe(engine: Engine, change: str) -> tuple[bool, bool]:
-    """Insert a probe event, then try ``change`` ('UPDATE' or 'DELETE') on it; roll back.
+    """Insert a probe event, then try ``change`` ('UPDATE', 'DELETE' or, on SQLite, 'REPLACE')
+    on it; roll back.
 
     Returns (insert worked, change refused)."""
     with engine.connect() as conn:
@@ -80,10 +83,12 @@ def _probe(engine: Engine, change: str) -> tuple[bool, bool]:
                     detail="rolled back")).inserted_primary_key[0]
             except SQLAlchemyError:
                 return False, False
-            statement = ("UPDATE events SET detail = 'changed' WHERE id = :id" if change == "UPDATE"
-                         else "DELETE FROM events WHERE id = :id")
+            statement = {"UPDATE": "UPDATE events SET detail = 'changed' WHERE id = :id",
+                         "DELETE": "DELETE FROM events WHERE id = :id",
+                         "REPLACE": "INSERT OR REPLACE INTO events (id, created_at, actor, action, detail) "
+                                    "VALUES (:id, :now, 'doctor', 'doctor_probe', 'replaced')"}[change]
             try:
-                conn.execute(text(statement), {"id": row_id})
+                conn.execute(text(statement), {"id": row_id, "now": utcnow().replace(tzinfo=None)})
             except DBAPIError:
                 return True, True
             return True, False
@@ -108,8 +113,10 @@ def check_database(engine: Engine) -> DatabaseStatus:
         unprotected = {table: [op for op in _expected_operations(engine.dialect.name) if op not in ops]
                        for table, ops in protected.items()}
         unprotected = {table: ops for table, ops in unprotected.items() if ops}
-        writable, update_refused = _probe(engine, "UPDATE")
-        _, delete_refused = _probe(engine, "DELETE") if writable else (False, False)
+        changes = ("UPDATE", "DELETE") + (("REPLACE",) if engine.dialect.name == "sqlite" else ())
+        writable, refused = _probe(engine, changes[0])
+        for change in changes[1:] if writable else ():
+            refused = _probe(engine, change)[1] and refused
     except SQLAlchemyError as exc:  # e.g. the tables do not exist yet
         return DatabaseStatus(True, False, f"{server}; {_short(exc)}", {}, False)
-    return DatabaseStatus(True, writable, server, unprotected, writable and update_refused and delete_refused)
+    return DatabaseStatus(True, writable, server, unprotected, writable and refused)
