@@ -196,7 +196,7 @@ def check_disk(paths: Sequence[Path], min_free_gb: float = DEFAULT_MIN_FREE_GB) 
     """Free space where the database, models and backups live."""
     checks, seen = [], set()
     for path in paths:
-        existing = next((p for p in (path, *path.parents) if p.exists()), Path("/"))
+        existing = next((p for p in (path, *path.parents) if p.is_dir()), Path("/"))  # a file's folder
         free = shutil.disk_usage(existing).free / 1e9
         key = round(free, 1), existing.stat().st_dev
         if key in seen:
