@@ -87,15 +87,17 @@ class Receiver:
 
 
 def send(port: int, items: Iterable[Dataset | Path], *, aet: str = "FRACTURESCAN", abort_after: int | None = None,
-         contexts: Iterable[str] = (CR, CT, "1.2.840.10008.5.1.4.1.1.88.33", "1.2.840.10008.5.1.4.1.1.1.1")) -> list[int | None]:
+         contexts: Iterable[str] = (CR, CT, "1.2.840.10008.5.1.4.1.1.88.33", "1.2.840.10008.5.1.4.1.1.1.1"),
+         syntaxes: Iterable[str] = (ExplicitVRLittleEndian, "1.2.840.10008.1.2", "1.2.840.10008.1.2.4.90"),
+         ) -> list[int | None]:
     """C-STORE ``items`` over one association; the status of each (None: no answer).
     ``abort_after``: abort the association after that many objects."""
     from pynetdicom import AE
 
     ae = AE(ae_title="TESTSCU")
     for context in contexts:  # one transfer syntax each: raw files need their own one accepted
-        for syntax in (ExplicitVRLittleEndian, "1.2.840.10008.1.2", "1.2.840.10008.1.2.4.90"):
-            ae.add_requested_context(context, syntax)  # JPEG 2000 lossless for the real samples
+        for syntax in syntaxes:  # JPEG 2000 lossless by default too, for the real samples
+            ae.add_requested_context(context, syntax)
     assoc = ae.associate("127.0.0.1", port, ae_title=aet)
     assert assoc.is_established
     statuses: list[int | None] = []

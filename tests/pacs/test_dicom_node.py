@@ -13,7 +13,7 @@ pytest.importorskip("pynetdicom")
 pytest.importorskip("sqlalchemy")
 
 from tests.pacs.conftest import sr_texts  # noqa: E402
-from tests.pacs.netkit import CT, REAL_CHEST, Receiver, echo, send, small_cr  # noqa: E402
+from tests.pacs.netkit import CR, CT, REAL_CHEST, Receiver, echo, send, small_cr  # noqa: E402
 from tests.real_samples import pydicom_data_file  # noqa: E402
 
 
@@ -137,10 +137,26 @@ def test_hostile_and_odd_input_never_stops_the_node(make_node, receiver: Receive
     # A parsable header is acknowledged (and refused at analysis); an unparsable one is refused now.
     assert statuses[0] == 0 and statuses[1] == statuses[2] == 0xC210
 
+    # A transfer syntax nothing here decodes (MPEG-2 video in a CR): acknowledged, then refused.
+    from pydicom.encaps import encapsulate
+
+    mpeg2 = "1.2.840.10008.1.2.4.100"
+    video = small_cr(f"{base}11", 1)
+    video.file_meta.TransferSyntaxUID = mpeg2
+    video.PixelData = encapsulate([b"\x00\x00\x01\xb3" + bytes(60)])
+    video["PixelData"].VR = "OB"
+    video_file = tmp_path / "video.dcm"
+    video.save_as(video_file, enforce_file_format=True)
+    _config.STORE_SEND_CHUNKED_DATASET = True
+    try:
+        assert send(node.port, [video_file], contexts=(CR,), syntaxes=(mpeg2,)) == [0]
+    finally:
+        _config.STORE_SEND_CHUNKED_DATASET = monkey
+
     many = f"{base}9"
     assert send(node.port, [small_cr(many, n, side=32) for n in range(1, 201)]) == [0] * 200
 
-    records = node.wait_for(10, timeout=120)
+    records = node.wait_for(11, timeout=120)
 
     by_key = {r.study_key: r for r in records}
     from fracturescan.pacs.studykey import study_key
@@ -163,6 +179,7 @@ def test_hostile_and_odd_input_never_stops_the_node(make_node, receiver: Receive
     assert "200 images" in texts(many)
     assert "truncated" in texts(f"{base}8")
     assert record(f"{base}10").n_refused == 1 and "No model covers XR_ELBOW" in texts(f"{base}10")
+    assert record(f"{base}11").n_refused == 1 and "MPEG2" in texts(f"{base}11").replace("-", "")
     assert all(r.error is None for r in records)
     assert echo(node.port) == 0x0000  # still serving
     logged = "\n".join(r.getMessage() for r in caplog.records)
