@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> None:
             node.start()
             first = [relabel_as_wrist(v, root / "views" / f"v{n}.dcm", instance=n) for n, v in enumerate(views, 1)]
             uploads = [(p.name, p.read_bytes()) for p in first]
-            choice, predictor, threshold = node.work.current(uploads)
+            _, predictor, threshold = node.work.current(uploads)
             library, overhead, total = [], [], []
             for i in range(args.runs + 1):  # the first round warms both paths up, untimed
                 t0 = time.perf_counter()

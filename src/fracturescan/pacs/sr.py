@@ -15,7 +15,7 @@ attributes copied from the source by highdicom).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 from fracturescan import __version__
 from fracturescan.pacs.results import MANUFACTURER, SR_SERIES_NUMBER, StudyResult
@@ -64,7 +64,9 @@ def _text(name: Any, value: str) -> Any:
 
 def _group(identifier: str, c: dict[str, Any], result: StudyResult, sources: list[Dataset],
            probability: float | None, level: str | None, texts: list[str],
-           extra_measurements: list[Any] = ()) -> Any:  # type: ignore[assignment]
+           extra_measurements: Sequence[Any] = ()) -> Any:
+    """One TID 1501 measurement group: the probability (referencing its image when there is one
+    image), the finding at ``level``, the algorithm, the source images, and ``texts`` as comments."""
     import highdicom as hd
 
     measurements = list(extra_measurements)
