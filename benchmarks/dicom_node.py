@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> None:
             child.submit(build_checkpoint, ckpt, args.arch, args.image_size).result()
         os.environ.setdefault("FRACTURESCAN_ADMIN_PASSWORD", "benchmark-admin-password")
         node_port = free_port()
-        with orthanc(root / "orthanc", {"FRACTURESCAN": ("127.0.0.1", node_port)}) as pacs:
+        with orthanc(root / "orthanc", {"fracturescan": ("FRACTURESCAN", "127.0.0.1", node_port)}) as pacs:
             node = DicomNode(NodeConfig(storage=root / "node", db_url=f"sqlite:///{root / 'audit.db'}",
                                         key=b"b" * 32, model_paths=(ckpt,), port=node_port, quiet_seconds=args.quiet,
                                         send_to=AEAddress(str(pacs["aet"]), "127.0.0.1", int(pacs["dicom_port"]))))
