@@ -86,8 +86,8 @@ def pg_server():
 
 
 def test_kill_a_worker_and_the_database_under_load(pg_server: str, tmp_path: Path) -> None:
-    if not Path("/proc/self/task").is_dir():
-        pytest.skip("needs Linux /proc to find the worker processes")
+    if not Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").is_file():
+        pytest.skip("needs Linux /proc/PID/task/PID/children to find the worker processes")
     from fracturescan.store.apikeys import create_key
     from fracturescan.store.users import create_user, open_store
 
