@@ -45,16 +45,17 @@ class Checkpoint:
         self.metadata = metadata
 
     @classmethod
-    def open(cls, path: "Path | str | Checkpoint") -> "Checkpoint":
+    def open(cls, path: "Path | str | Checkpoint", *, repair: bool = True) -> "Checkpoint":
         """Open a checkpoint directory, or the ``best/`` checkpoint of a run directory.
-        A :class:`Checkpoint` is returned as it is.
+        A :class:`Checkpoint` is returned as it is. ``repair=False`` opens read-only (see
+        :func:`~fracturescan.models.checkpoint.resolve_checkpoint_dir`).
 
         Raises:
             CheckpointError: no checkpoint there, or its metadata is unreadable or too new.
         """
         if isinstance(path, Checkpoint):
             return path
-        directory = resolve_checkpoint_dir(path)
+        directory = resolve_checkpoint_dir(path, repair=repair)
         return cls(directory, read_metadata(directory))
 
     def __eq__(self, other: object) -> bool:

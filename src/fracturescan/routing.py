@@ -23,7 +23,7 @@ from typing import Any
 from fracturescan.data.images import sniff_format
 from fracturescan.data.records import BODY_PARTS
 from fracturescan.errors import FracturescanError, RoutingError
-from fracturescan.service import ModelChoice, active_model
+from fracturescan.service import ModelChoice, active_model, first_usable
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def part_model(engine: Any, models: Sequence[ModelChoice], part: str) -> ModelCh
     default = active_model(engine, list(models))
     if default is not None and default.model_id in {m.model_id for m in eligible}:
         return default
-    return eligible[0] if eligible else None
+    return first_usable(eligible) or (eligible[0] if eligible else None)
 
 
 def part_assignments(engine: Any, models: Sequence[ModelChoice]) -> dict[str, ModelChoice | None]:

@@ -32,6 +32,7 @@ from fracturescan.errors import FracturescanError, ImageReadError
 from fracturescan.explain import METHOD_LABELS, caption_lines, explain_image, overlay
 from fracturescan.explain.overlay import captioned_figure
 from fracturescan.inference import Predictor
+from fracturescan.models.checkpoint import MODEL_FILE, verify_file
 from fracturescan.models.metadata import CheckpointMetadata
 from fracturescan.notices import INTENDED_USE, heatmap_caption  # noqa: F401  (re-exported for the front ends)
 
@@ -120,12 +121,36 @@ class ModelChoice:
         """The checkpoint's MODEL_CARD.md text ('' if missing)."""
         return self.checkpoint.model_card()
 
+    @property
+    def problem(self) -> str | None:
+        """Why this checkpoint's weights cannot be used (missing, or not the SHA-256 recorded in
+        its metadata), or None when they verify. Hashed once per file state, then cached."""
+        weights = self.path / MODEL_FILE
+        try:
+            stat = weights.stat()
+        except OSError as exc:
+            return f"{weights} cannot be read ({exc.strerror or exc})"
+        return _weights_problem(weights, stat.st_mtime_ns, stat.st_size, self.metadata.sha256)
+
+
+@functools.lru_cache(maxsize=256)
+def _weights_problem(weights: Path, mtime_ns: int, size: int, expected: str) -> str | None:
+    """The verification error of one weights file (None: it matches); logged once per file state."""
+    try:
+        verify_file(weights, expected, "SHA-256", "Re-copy or re-train the checkpoint.")
+    except FracturescanError as exc:
+        log.warning("model %s cannot be used and is skipped unless an admin chose it: %s", weights.parent, exc)
+        return str(exc)
+    return None
+
 
 def discover_models(models_dir: Path | None, extra: Sequence[Path] = ()) -> list[ModelChoice]:
     """Checkpoints among the run directories in ``models_dir`` plus the ``extra`` paths.
 
     Folders that are not checkpoints are skipped with a warning, so one broken run does not
-    take the app down.
+    take the app down; checkpoints whose weights fail verification are listed with their
+    :attr:`ModelChoice.problem` (and a warning in the log) and never made active by default.
+    Read-only: nothing in the folders is renamed or written.
     """
     candidates: list[Path] = []
     if models_dir is not None and models_dir.is_dir():
@@ -135,7 +160,7 @@ def discover_models(models_dir: Path | None, extra: Sequence[Path] = ()) -> list
     seen: set[Path] = set()
     for candidate in candidates:
         try:
-            opened = Checkpoint.open(candidate)
+            opened = Checkpoint.open(candidate, repair=False)  # a look never renames folders
         except FracturescanError as exc:
             if candidate != models_dir:
                 log.warning("skipping %s: %s", candidate, exc)
@@ -148,18 +173,28 @@ def discover_models(models_dir: Path | None, extra: Sequence[Path] = ()) -> list
         name = checkpoint.name
         model_id = name if name not in found else f"{candidate.parent.name}/{name}"
         found[model_id] = ModelChoice(model_id, checkpoint)
+    for choice in found.values():
+        _ = choice.problem  # verified (and, if broken, logged) once per weights file
     return list(found.values())
 
 
 def active_model(engine: "Engine", models: list[ModelChoice]) -> ModelChoice | None:
-    """The admin's chosen model, or the first one found when none was chosen (or it vanished)."""
+    """The admin's chosen model, or the first usable one found when none was chosen (or it
+    vanished). A chosen model whose weights fail verification is still returned: the server
+    then answers 503 rather than silently serving another model; an unchosen broken run is
+    only skipped (:attr:`ModelChoice.problem`)."""
     from fracturescan.store import settings
 
     wanted = settings.get_setting(engine, settings.ACTIVE_MODEL)
     for choice in models:
         if choice.model_id == wanted:
             return choice
-    return models[0] if models else None
+    return first_usable(models)
+
+
+def first_usable(models: Sequence[ModelChoice]) -> ModelChoice | None:
+    """The first model whose weights verify (None if none does)."""
+    return next((choice for choice in models if choice.problem is None), None)
 
 
 def active_threshold(engine: "Engine", choice: ModelChoice) -> float:

@@ -144,3 +144,66 @@ def test_a_broken_active_model_answers_503_without_server_paths(make_client, eng
     error = response.json()["error"]
     assert "could not be loaded" in error and "reference" in error
     assert str(tmp_path) not in response.text and "secret-folder" not in response.text and "/" not in error
+
+
+# --------------------------------------------------------------------------- model discovery
+
+def test_a_corrupt_run_is_skipped_and_reported_not_fatal(engine, doctor_key: str, api_checkpoint: Path,
+                                                         tmp_path: Path, db_url: str,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+    import shutil
+
+    from fastapi.testclient import TestClient
+
+    from fracturescan.api.app import create_app
+    from fracturescan.appconfig import AppConfig
+
+    runs = tmp_path / "runs"
+    _tampered_copy(api_checkpoint, runs / "a_tampered" / "best")  # found first, no admin choice
+    shutil.copytree(api_checkpoint, runs / "b_good" / "best")
+    caplog.set_level(logging.WARNING, logger="fracturescan")
+    app = create_app(AppConfig(db_url=db_url, models_dir=runs), preload=True)  # exited here before
+    with TestClient(app) as client:
+        health = client.get("/v1/health").json()
+        assert health["status"] == "ok" and health["model_id"] == "b_good"
+        assert health["unusable_models"] == ["a_tampered"] and str(tmp_path) not in str(health)
+        response = client.post("/v1/predict", headers=auth(doctor_key),
+                               files=[("files", ("a.png", png_bytes(1), "image/png"))])
+        assert response.status_code == 200 and response.json()["model_id"] == "b_good"
+    warnings = [r.getMessage() for r in caplog.records if "a_tampered" in r.getMessage()]
+    assert len(warnings) == 1 and "SHA-256" in warnings[0]  # reported once, not on every request
+
+
+def test_discovery_never_renames_folders(make_client, api_checkpoint: Path, tmp_path: Path) -> None:
+    """A save interrupted between its two renames leaves run/.best.old-*; only a command that
+    works on the run (not a server looking at it) may put it back."""
+    import shutil
+
+    from fracturescan.service import discover_models
+
+    runs = tmp_path / "runs"
+    shutil.copytree(api_checkpoint, runs / "good" / "best")
+    aside = runs / "interrupted" / ".best.old-1234abcd"
+    shutil.copytree(api_checkpoint, aside)
+    before = sorted(p.relative_to(runs) for p in runs.rglob("*"))
+    assert [m.model_id for m in discover_models(runs)] == ["good"]
+    client = make_client(models_dir=runs)
+    assert client.get("/v1/health").json()["model_id"] == "good"
+    assert sorted(p.relative_to(runs) for p in runs.rglob("*")) == before  # nothing renamed
+
+
+def test_upload_names_never_reach_the_log(make_client, api_checkpoint: Path, doctor_key: str,
+                                          caplog: pytest.LogCaptureFixture) -> None:
+    """File names often carry patient names: the log identifies uploads by hash only."""
+    import logging
+
+    client = make_client((api_checkpoint,), max_upload_mb=0.01)
+    caplog.set_level(logging.DEBUG)
+    names = ["DOE^JANE_wrist.png", "DOE^JANE_broken.png", "DOE^JANE_huge.png"]
+    files = [("files", (names[0], png_bytes(1), "image/png")), ("files", (names[1], b"not an image", "image/png")),
+             ("files", (names[2], png_bytes(2, (200, 200)), "image/png"))]
+    assert client.post("/v1/predict", headers=auth(doctor_key), files=files).status_code == 200
+    assert client.post("/v1/predict", headers=auth(doctor_key), files=files[1:]).status_code == 422
+    logged = "\n".join(f"{r.getMessage()} {r.exc_text or ''}" for r in caplog.records)
+    assert caplog.records and "DOE" not in logged and "JANE" not in logged

@@ -197,13 +197,18 @@ def _needs_key(path: str) -> bool:
 def create_app(config: AppConfig, preload: bool = False) -> FastAPI:
     """The API over ``config``'s database and models (the web app's, when they share a config).
 
-    ``preload`` loads the active model now, so a broken checkpoint stops the server at start
-    (with its one-line error) instead of failing the first request.
+    ``preload`` loads the active model now, so the first request does not wait for it. A run
+    whose weights fail verification is skipped (logged, listed by /v1/health); only a model an
+    admin chose that fails leaves predictions answering 503, and the server still starts.
     """
     engine = open_store(config.db_url)
     models = _Models(config)
     if preload and (choice := models.active(engine)) is not None:
-        models.predictor(choice)
+        try:
+            models.predictor(choice)
+        except CheckpointError as exc:  # only an admin's explicit choice gets here: serve 503s, keep running
+            log.error("the active model %s could not be loaded; predictions answer 503 until an admin "
+                      "chooses another: %s", choice.model_id, exc)
     app = FastAPI(title="fracturescan API", version=__version__,
                   description="Abnormality detection in musculoskeletal radiographs. " + DISCLAIMER)
     app.state.models = models  # benchmarks time the library on the server's own model thread
@@ -237,9 +242,11 @@ def create_app(config: AppConfig, preload: bool = False) -> FastAPI:
     @app.get("/v1/health", response_model=schemas.Health, responses=_errors(500, 503))
     def health() -> schemas.Health:
         """Liveness, and whether a model is there to serve (no key needed)."""
-        choice = models.active(engine)
-        return schemas.Health(status="ok" if choice else "no-model",
-                              model_id=choice.model_id if choice else None, version=__version__)
+        found = models.all()
+        choice = active_model(engine, found)
+        status = "no-model" if choice is None else "ok" if choice.problem is None else "model-unusable"
+        return schemas.Health(status=status, model_id=choice.model_id if choice else None, version=__version__,
+                              unusable_models=[m.model_id for m in found if m.problem is not None])
 
     @app.get("/v1/model", response_model=schemas.ModelInfo, responses=_errors(401, 422, 500, 503))
     def model_info(user: User, choice: Model, body_part: BodyPart = None) -> schemas.ModelInfo:

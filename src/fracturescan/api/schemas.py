@@ -8,9 +8,13 @@ from pydantic import BaseModel, Field
 class Health(BaseModel):
     """``GET /v1/health``: is the server up, and is there a model to serve."""
 
-    status: str = Field(description="'ok' when a model is available, else 'no-model'.")
+    status: str = Field(description="'ok' when a model is available; 'model-unusable' when the model an "
+                                    "admin chose fails verification (predictions answer 503); else 'no-model'.")
     model_id: str | None = None
     version: str = Field(description="fracturescan package version.")
+    unusable_models: list[str] = Field(default_factory=list, description=(
+        "Models found whose weights fail verification (skipped unless an admin chose one; the "
+        "server log says why)."))
 
 
 class Localisation(BaseModel):

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Optional
 
@@ -52,13 +53,19 @@ def app_command(models: Optional[Path] = _MODELS, model: Optional[list[Path]] = 
         import streamlit  # noqa: F401  (only to fail early with a clear message)
     except ImportError as exc:
         raise MissingExtraError(exc.name or "streamlit", "app", "The web app") from exc
-    config = _deploy_config(models, model, db, max_upload_mb)
+    from ..appconfig import ENV_TRUST_PROXY
+
+    # Behind the reverse proxy (deploy/), login throttling needs the client's address from it.
+    config = dataclasses.replace(_deploy_config(models, model, db, max_upload_mb),
+                                 trust_proxy=os.environ.get(ENV_TRUST_PROXY, "").lower() in ("1", "true", "yes"))
     # Streamlit drops oversized uploads itself; the app checks the exact limit again.
     command_line = [sys.executable, "-m", "streamlit", "run", str(APP_SCRIPT),
                     "--server.address", host, "--server.port", str(port),
                     "--server.maxUploadSize", str(config.streamlit_max_upload_mb),
                     "--server.headless", "true", "--browser.gatherUsageStats", "false",
-                    "--server.fileWatcherType", "none", "--client.toolbarMode", "viewer"]
+                    "--server.fileWatcherType", "none", "--client.toolbarMode", "viewer",
+                    # The login is bound to the browser's XSRF cookie (webapp/auth.py): keep it on.
+                    "--server.enableXsrfProtection", "true"]
     typer.echo(f"fracturescan app on http://{host}:{port} (database {shown(config.db_url)})")
     # The database and the first admin exist before anyone opens the page; a one-time password
     # is printed here, on the terminal of whoever started the server, never logged.

@@ -63,15 +63,19 @@ def _git_commit() -> str | None:
 
 
 
-def resolve_checkpoint_dir(path: Path | str) -> Path:
+def resolve_checkpoint_dir(path: Path | str, *, repair: bool = True) -> Path:
     """Return ``path`` if it is a checkpoint, ``path/best`` if that is one (a run directory).
+
+    ``repair`` puts back a checkpoint an interrupted save left aside (a rename). Servers discover
+    models with ``repair=False``: looking must never change the folders it looks at.
 
     Raises:
         CheckpointError: neither holds ``metadata.json``.
     """
     path = Path(path)
     for candidate in (path, path / "best"):
-        _recover_interrupted_swap(candidate)
+        if repair:
+            _recover_interrupted_swap(candidate)
         if (candidate / METADATA_FILE).is_file():
             return candidate
     raise CheckpointError(

@@ -81,8 +81,13 @@ def render_models(engine: Engine, admin: UserInfo, models: list[ModelChoice],
         st.dataframe([{"model": m.model_id, "architecture": m.metadata.arch,
                        "synthetic": m.metadata.synthetic, "created": m.metadata.created_at,
                        "checkpoint threshold": round(m.metadata.threshold, 4),
-                       "threshold method": m.metadata.threshold_method} for m in models],
+                       "threshold method": m.metadata.threshold_method,
+                       "weights": "verified" if m.problem is None else "UNUSABLE"} for m in models],
                      hide_index=True, width="stretch")
+        for m in models:
+            if m.problem is not None:
+                st.warning(f"**{m.model_id} cannot be used**: {m.problem} It is never chosen "
+                           "automatically; activating it makes predictions fail until it is repaired.")
         ids = [m.model_id for m in models]
         with st.form("active_model"):
             chosen = st.selectbox("Active model", ids, index=ids.index(active.model_id) if active else 0)
