@@ -76,7 +76,9 @@ def test_the_database_refuses_to_change_audit_rows(pg_engine, table: str) -> Non
     column = {"audit_studies": "threshold", "audit_images": "probability", "feedback": "agrees",
               "events": "detail"}[table]
     value = {"threshold": "0.1", "probability": "0.1", "agrees": "false", "detail": "'edited'"}[column]
-    for statement in (f"UPDATE {table} SET {column} = {value}", f"DELETE FROM {table}", f"TRUNCATE {table} CASCADE"):
+    upsert = f"INSERT INTO {table} SELECT * FROM {table} ON CONFLICT (id) DO UPDATE SET {column} = {value}"
+    for statement in (f"UPDATE {table} SET {column} = {value}", f"DELETE FROM {table}", f"TRUNCATE {table} CASCADE",
+                      upsert):
         with pytest.raises(sqlalchemy.exc.DBAPIError, match="append-only"):
             with pg_engine.begin() as conn:
                 conn.execute(text(statement))
