@@ -12,8 +12,8 @@ import pytest
 pytest.importorskip("sqlalchemy")
 pytest.importorskip("argon2")
 
-from fracturescan.cli.main import main  # noqa: E402
-from tests.webapp.conftest import cheap_argon2  # noqa: E402,F401  (a fixture)
+from fracturescan.cli.main import main
+from tests.webapp.conftest import cheap_argon2  # noqa: F401  (a fixture)
 
 _OTP = re.compile(r"^    (\S{16})$", re.MULTILINE)
 
@@ -52,8 +52,8 @@ def test_app_command_creates_the_first_admin_before_the_server_and_prints_it_onc
     assert not _OTP.findall(capfd.readouterr().out)
 
 
-def test_user_commands_create_admin_list_reset_and_unlock(tmp_path: Path, capfd: pytest.CaptureFixture[str],
-                                                        cheap_argon2: None) -> None:
+@pytest.mark.usefixtures("cheap_argon2")
+def test_user_commands_create_admin_list_reset_and_unlock(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     from fracturescan.store import users
 
     url = f"sqlite:///{tmp_path / 'u.db'}"

@@ -13,7 +13,11 @@ import pytest
 from PIL import Image
 
 from fracturescan.data.images import read_image
-from fracturescan.data.limits import DEFAULT_MAX_PIXELS, MAX_COMPRESSION_RATIO, RATIO_FLOOR_BYTES
+from fracturescan.data.limits import (
+    DEFAULT_MAX_PIXELS,
+    MAX_COMPRESSION_RATIO,
+    RATIO_FLOOR_BYTES,
+)
 from fracturescan.errors import ImageReadError
 
 

@@ -26,8 +26,8 @@ IDLE_MINUTES = 0.2  # 12 s: the idle timer re-checks every 5 s
 @pytest.fixture
 def server(engine, app_env, models_dir: Path, tmp_path: Path):
     """The Streamlit app on a free port with a 12-second idle timeout; yields its URL."""
-    from fracturescan.webapp import APP_SCRIPT
     from fracturescan.appconfig import AppConfig
+    from fracturescan.webapp import APP_SCRIPT
 
     port = _free_port()
     log = tmp_path / "server.log"

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import streamlit as st
 
+from fracturescan.appconfig import ENV_MODELS_DIR
+
 from .conftest import DOCTOR_PASSWORD, png_bytes
 from .test_app import login, new_app, texts
-
-from fracturescan.appconfig import ENV_MODELS_DIR  # noqa: E402
 
 
 def _analyse(at, *files: tuple[str, bytes, str]):

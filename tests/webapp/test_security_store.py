@@ -12,13 +12,19 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from .conftest import ADMIN_PASSWORD, DOCTOR_PASSWORD
-
-from fracturescan.store import audit, users  # noqa: E402
-from fracturescan.store.audit import (  # noqa: E402
-    ImageRecord, ModelRecord, audit_csv, audit_rows, recent_events, record_analysis, record_feedback,
+from fracturescan.store import audit, users
+from fracturescan.store.audit import (
+    ImageRecord,
+    ModelRecord,
+    audit_csv,
+    audit_rows,
+    recent_events,
+    record_analysis,
+    record_feedback,
 )
-from fracturescan.store.db import APPEND_ONLY_TABLES, Event, utcnow  # noqa: E402
+from fracturescan.store.db import APPEND_ONLY_TABLES, Event, utcnow
+
+from .conftest import ADMIN_PASSWORD, DOCTOR_PASSWORD
 
 MODEL = ModelRecord("run_x", "sha256:abc", "ab" * 32, synthetic=True)
 
@@ -31,7 +37,7 @@ def _cheap(cheap_argon2: None) -> None:
 # --------------------------------------------------------------------------- append-only guard
 
 def _dump(con: sqlite3.Connection, table: str) -> list[tuple]:
-    return con.execute(f"SELECT * FROM {table} ORDER BY id").fetchall()  # noqa: S608
+    return con.execute(f"SELECT * FROM {table} ORDER BY id").fetchall()
 
 
 #: Every SQLite statement form that could change or remove an existing row (id 1 exists).
@@ -94,7 +100,7 @@ def test_cells_that_a_spreadsheet_would_run_are_escaped(value: str) -> None:
     assert escaped == "'" + value
     # The CSV reader gets the text back, with the quote a spreadsheet shows as text.
     text = audit_csv([{"feedback": value}])
-    assert list(csv.DictReader(io.StringIO(text, newline="")))[0]["feedback"] == "'" + value
+    assert next(csv.DictReader(io.StringIO(text, newline="")))["feedback"] == "'" + value
 
 
 def test_harmless_cells_and_numbers_are_unchanged() -> None:

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from ..errors import FracturescanError
 from ..appconfig import DEFAULT_DB_URL, ENV_DB_URL
+from ..errors import FracturescanError
+
+if TYPE_CHECKING:  # sqlalchemy is an optional extra
+    from sqlalchemy import Engine
 
 ENV_DB_URL_FILE = "FRACTURESCAN_DB_URL_FILE"
 
@@ -75,7 +79,7 @@ def shown(url: str) -> str:
         return url.split("@")[-1]
 
 
-def open_database(db: str):  # noqa: ANN201  (an SQLAlchemy Engine; sqlalchemy is an optional extra)
+def open_database(db: str) -> Engine:
     """The store behind ``--db`` (resolved as :func:`resolve_db_url` says), tables created."""
     from ..errors import MissingExtraError
 

@@ -7,6 +7,7 @@ command on the server is trusted with the accounts, as with ``api-key``.
 from __future__ import annotations
 
 import secrets
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -15,12 +16,15 @@ from . import output
 from .core import app, command
 from .db_url import DB_OPTION, open_database
 
+if TYPE_CHECKING:  # sqlalchemy is an optional extra
+    from sqlalchemy import Engine
+
 users_app = typer.Typer(help="List users, unlock one, reset a password, create the first admin.",
                         no_args_is_help=True)
 app.add_typer(users_app, name="user")
 
 
-def announce_first_admin(engine) -> bool:  # noqa: ANN001  (an SQLAlchemy Engine)
+def announce_first_admin(engine: Engine) -> bool:
     """Create ``admin`` with a one-time password when the database has no user yet, and print
     it on the terminal; True if it did. ``FRACTURESCAN_ADMIN_PASSWORD``, when set, was used by
     :func:`~fracturescan.store.users.open_store` already."""
@@ -63,7 +67,8 @@ def reset_password(username: str = typer.Argument(..., help="The account to give
     """Give an account a one-time password (printed here once); it must choose its own at login.
 
     Also ends the account's open sessions and forgets its failed logins."""
-    from ..store.users import set_password, unlock as forget
+    from ..store.users import set_password
+    from ..store.users import unlock as forget
 
     engine = open_database(db)
     one_time = secrets.token_urlsafe(12)

@@ -17,7 +17,13 @@ from fracturescan.errors import FracturescanError
 
 from . import throttle
 from .db import Event, User, format_utc, make_engine, utcnow
-from .throttle import BASE_LOCK, CLIENT_MAX_FAILURES, MAX_FAILURES, MAX_LOCK, client_label  # noqa: F401 (API)
+from .throttle import (  # noqa: F401 (API)
+    BASE_LOCK,
+    CLIENT_MAX_FAILURES,
+    MAX_FAILURES,
+    MAX_LOCK,
+    client_label,
+)
 
 log = logging.getLogger(__name__)
 

@@ -24,13 +24,12 @@ from typing import Any
 import streamlit as st
 from sqlalchemy import Engine
 
+from fracturescan.appconfig import AppConfig
 from fracturescan.errors import FracturescanError
 from fracturescan.store import users
 from fracturescan.store.audit import log_event
 from fracturescan.store.db import utcnow
 from fracturescan.store.users import UserInfo
-
-from fracturescan.appconfig import AppConfig
 
 from . import upload_guard
 
@@ -52,11 +51,13 @@ def client_binding() -> str:
         return ""
     token = cookie.encode()
     try:  # the cookie is re-masked on each page load; the token inside it stays the same
-        from streamlit.web.server.starlette.starlette_app_utils import decode_xsrf_token_string
+        from streamlit.web.server.starlette.starlette_app_utils import (
+            decode_xsrf_token_string,
+        )
 
         token = decode_xsrf_token_string(cookie)[0] or token
-    except Exception:  # noqa: BLE001  (another Streamlit version: bind to the cookie as sent)
-        pass
+    except Exception as exc:  # noqa: BLE001  (another Streamlit version: bind to the cookie as sent)
+        log.debug("XSRF cookie not decoded (%s); binding the session to it as sent", type(exc).__name__)
     return hashlib.sha256(token).hexdigest()
 
 
