@@ -148,3 +148,19 @@ def test_a_modified_ensemble_is_refused_on_load(member_runs, ensemble_dir: Path,
     shutil.rmtree(missing / "members" / "1-b")
     with pytest.raises(CheckpointError, match="1-b is missing"):
         load_ensemble(missing)
+
+
+def test_single_network_uses_of_an_ensemble_name_its_members(ensemble_dir: Path, tmp_path: Path, capsys) -> None:
+    """Initialising training from an ensemble, or building one typical-normal reference for it,
+    needs one network: a one-line error points at the members."""
+    from fracturescan.models.weights import apply_weights
+
+    with pytest.raises(CheckpointError, match="is an ensemble of 2 models, not one network: use one of its members"):
+        load_checkpoint(ensemble_dir)
+    code = main(["explain", str(ensemble_dir), "--build-reference", str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and "\n" not in err and "use one of its members" in err
+    from fracturescan.models import build_model
+
+    with pytest.raises(CheckpointError, match="use one of its members"):
+        apply_weights(build_model("resnet18", weights="none"), str(ensemble_dir))

@@ -237,6 +237,10 @@ def read_state_dict(directory: Path | str, meta: CheckpointMetadata | None = Non
         directory = resolve_checkpoint_dir(directory)
         meta = read_metadata(directory)
     directory = Path(directory)
+    if meta.ensemble_members:
+        raise CheckpointError(
+            f"{directory} is an ensemble of {len(meta.ensemble_members)} models, not one network: "
+            f"use one of its members (in {directory / 'members'}) here")
     weights = directory / MODEL_FILE
     verify_file(weights, meta.sha256, "SHA-256", "Re-copy or re-train the checkpoint.")
     try:
