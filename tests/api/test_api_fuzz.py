@@ -60,7 +60,7 @@ def fuzz_client(tmp_path_factory: pytest.TempPathFactory, api_checkpoint: Path):
     from fracturescan.appconfig import AppConfig
 
     url = f"sqlite:///{tmp_path_factory.mktemp('fuzz') / 'api.db'}"
-    engine = users.open_store(url)  # empty: the first admin gets a one-time password (logged, harmless)
+    engine = users.open_store(url)  # no admin needed here (nor created without FRACTURESCAN_ADMIN_PASSWORD)
     users.create_user(engine, "fuzzer", "fuzzer-password-123", "doctor", actor="test")
     key = create_key(engine, "fuzzer", "fuzz", actor="test")[1]
     app = create_app(AppConfig(db_url=url, model_paths=(api_checkpoint.parent,), max_upload_mb=0.05))
