@@ -47,6 +47,14 @@ class CheckpointMetadata:
     #: An ensemble's members (:mod:`fracturescan.ensemble`), one dict each: folder, weights
     #: SHA-256, architecture, calibration temperature. Empty for a single model.
     ensemble_members: tuple[dict[str, Any], ...] = ()
+    #: Temperature scaling (:class:`fracturescan.evaluation.temperature.Calibration` as a dict);
+    #: {} when uncalibrated, {"unavailable": why} when training could not fit it.
+    calibration: dict[str, Any] = field(default_factory=dict)
+    #: The two operating points (:class:`fracturescan.evaluation.operating.DecisionPoints`).
+    decision_points: dict[str, Any] = field(default_factory=dict)
+    #: The input guard's summary (:class:`fracturescan.guard.GuardInfo`); its statistics are in
+    #: ``input_guard.safetensors``, whose SHA-256 is ``guard["sha256"]``.
+    guard: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
 

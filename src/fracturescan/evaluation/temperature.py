@@ -1,0 +1,131 @@
+"""Temperature scaling: one number that makes the model's probabilities mean what they say.
+
+A network trained with (weighted) cross-entropy is usually over- or under-confident. Temperature
+scaling divides every logit by one fitted ``T > 0`` before the sigmoid: ``p = sigmoid(z / T)``.
+``T`` is chosen to minimise the negative log-likelihood of the labels on data the model did not
+train on: the patient-level hold-out at the end of training (never MURA's ``valid`` split, the
+test set), or a site's own labelled studies (``fracturescan calibrate``). Because ``T > 0`` the
+ranking is unchanged, so AUC is untouched; only the probabilities move.
+
+Images inherit their study's label, so the fit is on images; the study probability is then the
+mean of the calibrated image probabilities (see :mod:`fracturescan.decision`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from fracturescan.errors import DatasetError
+
+__all__ = ["Calibration", "apply_temperature", "fit_temperature", "logits_from_probabilities", "nll"]
+
+#: ``T`` is searched on this range of ``log T`` (T from about 0.02 to 55): wider than any sane
+#: network needs, narrow enough that a separable hold-out cannot push T to zero.
+_LOG_T_BOUNDS = (-4.0, 4.0)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A fitted temperature and what it was fitted on (stored in ``metadata.json``).
+
+    Attributes:
+        temperature: ``T``; calibrated ``p = sigmoid(logit / T)``.
+        fitted_on: where the labels came from, in words (e.g. ``patient-level hold-out``, or the
+            data path and split of a local recalibration).
+        n_images, n_studies, n_abnormal_images: how much data the fit saw.
+        nll_before, nll_after: mean negative log-likelihood at ``T = 1`` and at the fitted ``T``.
+        data_fingerprint: fingerprint of the records used (None when not known).
+        fitted_at: UTC time of the fit (ISO 8601).
+    """
+
+    temperature: float
+    fitted_on: str
+    n_images: int
+    n_studies: int
+    n_abnormal_images: int
+    nll_before: float
+    nll_after: float
+    data_fingerprint: str | None = None
+    fitted_at: str = ""
+    method: str = "temperature scaling"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Calibration:
+        """Inverse of :meth:`to_dict`; unknown keys are ignored (newer versions may add some)."""
+        names = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def logits_from_probabilities(probs: ArrayLike) -> np.ndarray:
+    """``log(p / (1 - p))`` with probabilities clipped away from 0 and 1 (for old result files)."""
+    p = np.clip(np.asarray(probs, dtype=np.float64), 1e-12, 1 - 1e-12)
+    return np.log(p) - np.log1p(-p)
+
+
+def apply_temperature(logits: ArrayLike, temperature: float = 1.0) -> np.ndarray:
+    """Calibrated probabilities ``sigmoid(logits / temperature)`` (float64, overflow-safe)."""
+    z = np.asarray(logits, dtype=np.float64) / float(temperature)
+    # 0.5 * (1 + tanh(z / 2)) is the sigmoid without exp overflow for large |z|.
+    return 0.5 * (1.0 + np.tanh(0.5 * z))
+
+
+def nll(logits: ArrayLike, y: ArrayLike, temperature: float = 1.0) -> float:
+    """Mean binary negative log-likelihood of labels ``y`` under ``sigmoid(logits / temperature)``."""
+    z = np.asarray(logits, dtype=np.float64) / float(temperature)
+    y = np.asarray(y, dtype=np.float64)
+    # log(1 + exp(-|z|)) + max(z, 0) - y z  ==  -[y log p + (1 - y) log(1 - p)], stably.
+    return float(np.mean(np.logaddexp(0.0, z) - y * z))
+
+
+def _check(logits: ArrayLike, y: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    z = np.asarray(logits, dtype=np.float64).reshape(-1)
+    labels = np.asarray(y).reshape(-1)
+    if z.shape != labels.shape:
+        raise DatasetError(f"calibration data do not match: {z.size} images but {labels.size} labels")
+    if z.size == 0:
+        raise DatasetError("calibration needs labelled images, got none")
+    if not np.all(np.isfinite(z)):
+        raise DatasetError("calibration needs finite logits; some are NaN or infinite")
+    if not np.isin(labels, (0, 1)).all():
+        raise DatasetError("calibration labels must be 0 (normal) or 1 (abnormal)")
+    labels = labels.astype(np.int64)
+    if labels.min() == labels.max():
+        present = "abnormal (1)" if labels[0] else "normal (0)"
+        raise DatasetError(f"cannot calibrate on one class only: every label is {present}; "
+                           "the calibration data need both normal and abnormal studies")
+    return z, labels
+
+
+def fit_temperature(logits: ArrayLike, y: ArrayLike, *, fitted_on: str, study_ids: ArrayLike | None = None,
+                    data_fingerprint: str | None = None) -> Calibration:
+    """Fit ``T`` minimising the mean NLL of ``y`` under ``sigmoid(logits / T)``.
+
+    The NLL is convex in ``1 / T`` for fixed logits, so a bounded scalar search on ``log T`` finds
+    the global minimum.
+
+    Raises:
+        DatasetError: lengths differ, no data, non-finite logits, labels not 0/1, or one class only.
+    """
+    from scipy.optimize import minimize_scalar
+
+    z, labels = _check(logits, y)
+    result = minimize_scalar(lambda log_t: nll(z, labels, math.exp(log_t)), bounds=_LOG_T_BOUNDS,
+                             method="bounded", options={"xatol": 1e-6})
+    temperature = float(math.exp(result.x))
+    n_studies = len(set(np.asarray(study_ids).tolist())) if study_ids is not None else int(z.size)
+    return Calibration(
+        temperature=temperature, fitted_on=fitted_on, n_images=int(z.size), n_studies=n_studies,
+        n_abnormal_images=int(labels.sum()), nll_before=nll(z, labels, 1.0),
+        nll_after=nll(z, labels, temperature), data_fingerprint=data_fingerprint,
+        fitted_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )

@@ -1,0 +1,288 @@
+"""Input guard: is this image like the radiographs the model was trained on?
+
+A classifier answers every input, a holiday photo included. The guard describes the training
+images by their pooled feature vectors at several depths of the trunk (the last module at each
+spatial resolution: early layers see brightness, texture and noise, late ones shapes) with a
+class-conditional Gaussian per layer sharing one covariance (Ledoit-Wolf shrinkage, since the
+features outnumber the images). An image's score at a layer is its smallest Mahalanobis distance
+to a class mean, divided by the median score of the training images there; its guard score is the
+largest of these ratios. The threshold is set on the patient-level hold-out (images the model never
+trained on) as the split-conformal quantile: with ``n`` hold-out images the
+``ceil((n + 1) * keep)``-th smallest score, so a new in-distribution image is kept with probability
+at least ``keep`` (default 0.95).
+
+The statistics live beside the weights as ``input_guard.safetensors``; its SHA-256 and summary
+are recorded in ``metadata.json`` (``guard``) and checked on load, like the explanation reference.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .data.transforms import normalise
+from .errors import CheckpointError, DatasetError
+
+log = logging.getLogger(__name__)
+
+GUARD_FILE = "input_guard.safetensors"
+#: Share of in-distribution images the threshold is set to keep.
+DEFAULT_KEEP = 0.95
+#: Most training images used to fit the Gaussians (a seeded random subset beyond).
+MAX_FIT_IMAGES = 2048
+GUARD_MESSAGE = "not like the training data: result unreliable"
+
+
+@dataclass(frozen=True)
+class GuardInfo:
+    """The guard's summary in ``metadata.json``.
+
+    Attributes:
+        sha256: SHA-256 of :data:`GUARD_FILE`.
+        layers: trunk modules whose pooled features are modelled.
+        threshold: guard score above which an image is flagged.
+        keep: share of in-distribution images the threshold targets.
+        kept_on_threshold_data: share of the threshold images actually kept.
+        n_fit_images, n_threshold_images: images the Gaussians and the threshold came from.
+        fitted_on: where the threshold images came from, in words.
+        input_size: model input size the statistics were computed at.
+    """
+
+    sha256: str
+    layers: tuple[str, ...]
+    threshold: float
+    keep: float
+    kept_on_threshold_data: float
+    n_fit_images: int
+    n_threshold_images: int
+    fitted_on: str
+    input_size: int
+    fitted_at: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        out = asdict(self)
+        out["layers"] = list(self.layers)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GuardInfo:
+        """Inverse of :meth:`to_dict`; unknown keys are ignored."""
+        names = set(cls.__dataclass_fields__)
+        known = {k: v for k, v in data.items() if k in names}
+        known["layers"] = tuple(known.get("layers", ()))
+        return cls(**known)
+
+
+@dataclass(frozen=True)
+class GuardModel:
+    """Per layer: class means ``(K, C)``, shared precision ``(C, C)`` and the training median score."""
+
+    layers: tuple[str, ...]
+    means: dict[str, torch.Tensor]
+    precisions: dict[str, torch.Tensor]
+    scales: dict[str, float]
+    threshold: float = math.inf
+
+
+def _trunk_children(model: nn.Module) -> dict[str, nn.Module]:
+    features = getattr(model, "features", model)
+    if isinstance(features, nn.Sequential):
+        return {f"features.{name}": child for name, child in features.named_children()}
+    return {"features": features}
+
+
+@torch.no_grad()
+def guard_layers(model: nn.Module, input_size: int, channels: int = 3) -> tuple[str, ...]:
+    """The last trunk module at each spatial resolution, shallow to deep (the final map included)."""
+    children = _trunk_children(model)
+    shapes: dict[str, tuple[int, int]] = {}
+    handles = [m.register_forward_hook(
+        lambda _m, _i, out, name=name: shapes.__setitem__(name, tuple(out.shape[2:]))
+        if isinstance(out, torch.Tensor) and out.dim() == 4 else None) for name, m in children.items()]
+    was_training = model.training
+    try:
+        model.eval()
+        device = next(model.parameters()).device
+        model(torch.zeros(1, channels, input_size, input_size, device=device))
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    order = [name for name in children if name in shapes]
+    return tuple(name for i, name in enumerate(order) if i == len(order) - 1 or shapes[order[i + 1]] != shapes[name])
+
+
+@torch.no_grad()
+def pooled_features(model: nn.Module, pixels: np.ndarray | torch.Tensor, layers: tuple[str, ...], *,
+                    mean: tuple[float, ...], std: tuple[float, ...], channels: int = 3,
+                    batch_size: int = 64) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """(logits ``(N,)``, {layer: globally average-pooled features ``(N, C)``}) for uint8 ``(N, H, W)``."""
+    modules = dict(model.named_modules())
+    missing = [name for name in layers if name not in modules]
+    if missing:
+        raise CheckpointError(f"the input guard names layers this model lacks: {missing}")
+    device = next(model.parameters()).device
+    store: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
+    # Pool inside the hook: in-place modules (ReLU) would overwrite the map before we read it.
+    handles = [modules[name].register_forward_hook(
+        lambda _m, _i, out, name=name: store[name].append(out.detach().float().mean(dim=(2, 3)).cpu()))
+        for name in layers]
+    logits = []
+    model.eval()
+    try:
+        for start in range(0, len(pixels), batch_size):
+            chunk = torch.as_tensor(np.asarray(pixels[start:start + batch_size], dtype=np.uint8)).to(device)
+            logits.append(model(normalise(chunk, mean, std, channels)).float().cpu().reshape(-1))
+    finally:
+        for handle in handles:
+            handle.remove()
+    feats = {name: torch.cat(parts).numpy().astype(np.float64) for name, parts in store.items()}
+    return torch.cat(logits).numpy().astype(np.float64) if logits else np.empty(0), feats
+
+
+def _layer_scores(feats: np.ndarray, means: np.ndarray, precision: np.ndarray) -> np.ndarray:
+    """Smallest squared Mahalanobis distance to any class mean, per row."""
+    best = np.full(len(feats), np.inf)
+    for mu in means:
+        diff = feats - mu
+        best = np.minimum(best, np.einsum("ij,jk,ik->i", diff, precision, diff))
+    return best
+
+
+def guard_scores(guard: GuardModel, feats: dict[str, np.ndarray]) -> np.ndarray:
+    """Each image's guard score: the largest, over layers, of its distance / the training median."""
+    per_layer = [_layer_scores(feats[name], guard.means[name].double().numpy(),
+                               guard.precisions[name].double().numpy()) / guard.scales[name]
+                 for name in guard.layers]
+    return np.max(np.stack(per_layer), axis=0)
+
+
+def fit_gaussians(feats: dict[str, np.ndarray], labels: np.ndarray) -> GuardModel:
+    """Class means, a shared Ledoit-Wolf covariance's inverse and the median score, per layer.
+
+    Raises:
+        DatasetError: fewer than two images.
+    """
+    from sklearn.covariance import ledoit_wolf
+
+    labels = np.asarray(labels).astype(np.int64)
+    if len(labels) < 2:
+        raise DatasetError(f"the input guard needs at least two training images, got {len(labels)}")
+    means, precisions, scales = {}, {}, {}
+    classes = [c for c in (0, 1) if (labels == c).any()]
+    for name, x in feats.items():
+        mu = np.stack([x[labels == c].mean(axis=0) for c in classes])
+        centred = x - mu[np.searchsorted(classes, labels)]
+        cov, _ = ledoit_wolf(centred, assume_centered=True)
+        precision = np.linalg.pinv(cov, hermitian=True)
+        means[name] = torch.from_numpy(mu).float()
+        precisions[name] = torch.from_numpy(precision).float()
+        scales[name] = float(np.median(_layer_scores(x, mu, precision))) or 1.0
+    return GuardModel(tuple(feats), means, precisions, scales)
+
+
+def conformal_threshold(scores: np.ndarray, keep: float = DEFAULT_KEEP) -> float:
+    """The ``ceil((n + 1) * keep)``-th smallest score: a new exchangeable score falls at or below it
+    with probability at least ``keep``.
+
+    Raises:
+        DatasetError: too few scores for that guarantee (fewer than ``keep / (1 - keep)``).
+    """
+    scores = np.sort(np.asarray(scores, dtype=np.float64))
+    rank = math.ceil((len(scores) + 1) * keep)
+    if rank > len(scores):
+        need = math.ceil(keep / (1 - keep))
+        raise DatasetError(f"too few images to set the input guard's threshold: {len(scores)} given, at "
+                           f"least {need} needed to keep {keep:.0%} of in-distribution images")
+    return float(scores[rank - 1])
+
+
+def save_guard(directory: Path, guard: GuardModel, info: GuardInfo) -> GuardInfo:
+    """Write :data:`GUARD_FILE` atomically into a checkpoint directory; return ``info`` with its SHA-256.
+
+    The caller records the returned info in ``metadata.json``.
+    """
+    from safetensors.torch import save_file
+
+    from .models.checkpoint import file_sha256
+
+    tensors = {}
+    for i, name in enumerate(guard.layers):
+        tensors[f"{i}.means"] = guard.means[name].contiguous()
+        tensors[f"{i}.precision"] = guard.precisions[name].contiguous()
+    header = {"layers": ",".join(guard.layers), "scales": ",".join(repr(guard.scales[n]) for n in guard.layers),
+              "threshold": repr(float(guard.threshold))}
+    target = Path(directory) / GUARD_FILE
+    tmp = target.with_name(f".{GUARD_FILE}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        save_file(tensors, str(tmp), metadata=header)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return GuardInfo(**{**info.to_dict(), "layers": guard.layers, "sha256": file_sha256(target)})
+
+
+def load_guard(directory: Path, info: GuardInfo) -> GuardModel:
+    """Read and verify :data:`GUARD_FILE` against ``info.sha256``.
+
+    Raises:
+        CheckpointError: missing, modified, or not a guard file.
+    """
+    from safetensors import safe_open
+
+    from .models.checkpoint import verify_file
+
+    path = Path(directory) / GUARD_FILE
+    verify_file(path, info.sha256, "guard sha256", "Re-copy the checkpoint or rebuild the guard "
+                "(`fracturescan calibrate MODEL DATA`).")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            header = handle.metadata() or {}
+            layers = tuple(header["layers"].split(","))
+            scales = [float(s) for s in header["scales"].split(",")]
+            means = {n: handle.get_tensor(f"{i}.means") for i, n in enumerate(layers)}
+            precisions = {n: handle.get_tensor(f"{i}.precision") for i, n in enumerate(layers)}
+            threshold = float(header["threshold"])
+    except Exception as exc:  # safetensors errors, missing keys
+        raise CheckpointError(f"{path} is not a valid input-guard file ({exc})") from exc
+    return GuardModel(layers, means, precisions, dict(zip(layers, scales)), threshold)
+
+
+def build_guard(model: nn.Module, fit_pixels: np.ndarray, fit_labels: np.ndarray, threshold_pixels: np.ndarray, *,
+                input_size: int, mean: tuple[float, ...], std: tuple[float, ...], channels: int = 3,
+                keep: float = DEFAULT_KEEP, fitted_on: str, seed: int = 0) -> tuple[GuardModel, GuardInfo]:
+    """Fit the Gaussians on ``fit_pixels`` (training images) and the threshold on
+    ``threshold_pixels`` (hold-out images the model never trained on).
+
+    Raises:
+        DatasetError: too few images for either step.
+    """
+    fit_pixels = np.asarray(fit_pixels)
+    fit_labels = np.asarray(fit_labels)
+    if len(fit_pixels) > MAX_FIT_IMAGES:
+        keep_idx = np.sort(np.random.default_rng(seed).choice(len(fit_pixels), MAX_FIT_IMAGES, replace=False))
+        fit_pixels, fit_labels = fit_pixels[keep_idx], fit_labels[keep_idx]
+    norm = dict(mean=mean, std=std, channels=channels)
+    layers = guard_layers(model, input_size, channels)
+    _, fit_feats = pooled_features(model, fit_pixels, layers, **norm)
+    fitted = fit_gaussians(fit_feats, fit_labels)
+    _, held = pooled_features(model, np.asarray(threshold_pixels), layers, **norm)
+    scores = guard_scores(fitted, held)
+    threshold = conformal_threshold(scores, keep)
+    guard = GuardModel(fitted.layers, fitted.means, fitted.precisions, fitted.scales, threshold)
+    info = GuardInfo("", layers, threshold, float(keep), float(np.mean(scores <= threshold)), len(fit_pixels),
+                     len(scores), fitted_on, int(input_size), datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    log.info("input guard: %d layers, threshold %.3g keeps %.1f%% of %d %s images", len(layers), threshold,
+             100 * info.kept_on_threshold_data, len(scores), fitted_on)
+    return guard, info
