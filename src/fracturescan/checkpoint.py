@@ -28,8 +28,10 @@ from .models.network import FractureNet
 from .models.preprocessing import Preprocessing
 
 if TYPE_CHECKING:
+    from .decision import DecisionRule
     from .models.ensemble import EnsembleNet
     from .explain.reference import Reference
+    from .guard import GuardModel
     from .onnx_runtime import OnnxModel
 
 
@@ -150,6 +152,26 @@ class Checkpoint:
         from .explain.reference import load_reference
 
         return load_reference(self.directory, self.metadata)
+
+    @functools.cached_property
+    def decision_rule(self) -> "DecisionRule":
+        """Calibration, operating points and input-guard summary (:mod:`fracturescan.decision`);
+        its ``missing`` names what an older checkpoint lacks."""
+        from .decision import DecisionRule
+
+        return DecisionRule.from_metadata(self.metadata)
+
+    @functools.cached_property
+    def guard(self) -> "GuardModel | None":
+        """The input guard's verified statistics, or None when the checkpoint has none.
+
+        Raises:
+            CheckpointError: recorded but missing or tampered with.
+        """
+        from .guard import load_guard
+
+        info = self.decision_rule.guard
+        return None if info is None else load_guard(self.directory, info)
 
     @property
     def has_onnx(self) -> bool:

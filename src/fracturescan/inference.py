@@ -2,7 +2,9 @@
 
 Preprocessing is the checkpoint's contract (:attr:`Checkpoint.preprocessing`), applied with the
 same reader and resize as the training cache, so every front end sees identical model inputs.
-A study's probability is :func:`fracturescan.decision.study_probability` of its images'.
+Results come from the checkpoint's decision rule (:func:`fracturescan.decision.decide_study`):
+calibrated probabilities, abnormal / doubt / normal, input-guard and DICOM-header flags; a
+study's probability is the mean of its unflagged images' (MURA's rule).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from tqdm.auto import tqdm
 from .checkpoint import Checkpoint
 from .data.images import DEFAULT_MAX_PIXELS, read_image, resize_square
 from .data.inputs import CollectedInputs, collect_inputs
-from .decision import study_probability
+from .decision import DecisionRule, decide_study
 from .devices import resolve_device
 from .errors import FracturescanError
 from .models.preprocessing import Preprocessing
@@ -27,6 +29,7 @@ from .tta import TestTimeAugmentation
 
 if TYPE_CHECKING:
     from .explain.reference import Reference
+    from .guard import GuardModel
     from .onnx_runtime import OnnxModel
     from .models.metadata import CheckpointMetadata
 
@@ -64,16 +67,22 @@ class ImagePrediction:
     probability: float | None
     abnormal: bool | None
     error: str | None = None
+    #: abnormal / doubt / normal (None without operating points or a probability).
+    level: str | None = None
+    #: Why the image is not trusted (DICOM header, input guard); such images are left out of the study.
+    flags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class StudyPrediction:
-    """A study's result: mean of its readable images' probabilities."""
+    """A study's result: mean of its readable, unflagged images' (calibrated) probabilities."""
 
     study_id: str
     n_images: int
     probability: float | None
     abnormal: bool | None
+    level: str | None = None
+    notes: tuple[str, ...] = ()
 
 
 class Predictor:
@@ -103,6 +112,7 @@ class Predictor:
             ckpt.reference  # noqa: B018  (verify it now: a tampered file fails at load, not mid-study)
         #: Test-time augmentation (:mod:`fracturescan.tta`) applied by :meth:`probabilities`, or None.
         self.tta: TestTimeAugmentation | None = TestTimeAugmentation.for_metadata(checkpoint.metadata) if tta else None
+        checkpoint.guard  # noqa: B018  (likewise the input guard's statistics)
 
     @classmethod
     def from_checkpoint(cls, path: "Path | str | Checkpoint", device: str = "auto", backend: str = "auto",
@@ -126,6 +136,16 @@ class Predictor:
         return self.checkpoint.reference
 
     @property
+    def rule(self) -> DecisionRule:
+        """Calibration, operating points and input-guard summary (:mod:`fracturescan.decision`)."""
+        return self.checkpoint.decision_rule
+
+    @property
+    def guard(self) -> "GuardModel | None":
+        """The input guard's verified statistics (:mod:`fracturescan.guard`), if the checkpoint has them."""
+        return self.checkpoint.guard
+
+    @property
     def threshold(self) -> float:
         """Decision threshold stored in the checkpoint (chosen on the hold-out)."""
         return self.checkpoint.threshold
@@ -139,18 +159,49 @@ class Predictor:
         """A float [0,1] image from :func:`read_image` → the uint8 model input."""
         return resize_square(image, self.image_size)
 
-    def probabilities(self, pixels: np.ndarray, batch_size: int = 32) -> np.ndarray:
-        """Probabilities for preprocessed uint8 (N, size, size) images (averaged over the
-        test-time views when the predictor was made with ``tta=True``)."""
-        if self.tta is not None:
-            return self.tta.probabilities(lambda view: self._probabilities(view, batch_size), pixels)
-        return self._probabilities(pixels, batch_size)
+    def logits(self, pixels: np.ndarray, batch_size: int = 32) -> np.ndarray:
+        """Raw logits for preprocessed uint8 (N, size, size) images (ONNX Runtime or torch). With
+        TTA: the raw logit whose calibrated probability is the mean over the views (so the
+        decision rule shows exactly that mean)."""
+        if self.tta is None:
+            return self._logits(pixels, batch_size)
+        from .evaluation.temperature import logits_from_probabilities
 
-    def _probabilities(self, pixels: np.ndarray, batch_size: int) -> np.ndarray:
-        if self.onnx_model is not None:
-            return self.onnx_model.probabilities(pixels, self.preprocessing, batch_size=batch_size)
-        return predict_pixels(self.model, pixels, preprocessing=self.preprocessing, device=self.device,
-                              batch_size=batch_size)
+        mean = self.tta.probabilities(lambda view: self.rule.probabilities(self._logits(view, batch_size)), pixels)
+        return self.rule.temperature * logits_from_probabilities(mean)
+
+    def _logits(self, pixels: np.ndarray, batch_size: int) -> np.ndarray:
+        if self.onnx_model is None:
+            from .guard import pooled_features
+
+            return pooled_features(self.model, pixels, (), preprocessing=self.preprocessing, batch_size=batch_size)[0]
+        out = np.empty(len(pixels), dtype=np.float64)
+        for start in range(0, len(pixels), batch_size):
+            chunk = torch.from_numpy(np.array(pixels[start:start + batch_size], dtype=np.uint8))
+            out[start:start + len(chunk)] = self.onnx_model(self.preprocessing.normalise(chunk).numpy())
+        return out
+
+    def probabilities(self, pixels: np.ndarray, batch_size: int = 32) -> np.ndarray:
+        """Calibrated probabilities for preprocessed uint8 (N, size, size) images (the plain
+        sigmoid when the checkpoint has no calibration), averaged over the test-time views when
+        the predictor was made with ``tta=True``."""
+        return self.rule.probabilities(self.logits(pixels, batch_size))
+
+    def assess(self, pixels: np.ndarray, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray | None]:
+        """(raw logits, input-guard scores or None without a guard) for preprocessed images.
+
+        The guard reads the torch model's pooled features (of the image as given), so with a
+        guard and no TTA the logits come from the same torch pass.
+        """
+        if self.guard is None:
+            return self.logits(pixels, batch_size), None
+        from .guard import guard_scores, pooled_features
+
+        logits, feats = pooled_features(self.model, pixels, self.guard.layers, preprocessing=self.preprocessing,
+                                        batch_size=batch_size)
+        if self.tta is not None:
+            logits = self.logits(pixels, batch_size)
+        return logits, guard_scores(self.guard, feats)
 
     def predict_image(self, source: Path | str | bytes, name: str | None = None,
                       max_pixels: int = DEFAULT_MAX_PIXELS) -> float:
@@ -159,38 +210,51 @@ class Predictor:
         return float(self.probabilities(pixels[None])[0])
 
     def predict_paths(self, paths: Iterable[Path | str] | CollectedInputs, batch_size: int = 32,
-                      progress: bool = True) -> tuple[list[ImagePrediction], list[StudyPrediction]]:
+                      progress: bool = True,
+                      include_flagged: bool = False) -> tuple[list[ImagePrediction], list[StudyPrediction]]:
         """Predict every image under ``paths`` (or already :func:`collect_inputs`-grouped inputs);
-        unreadable files are reported, not fatal."""
+        unreadable files are reported, not fatal.
+
+        DICOM headers are checked before the model runs and every image passes the input guard
+        (when the checkpoint has one); flagged images are left out of their study's probability
+        unless ``include_flagged``. Decisions come from :func:`fracturescan.decision.decide_study`.
+        """
+        from .guard import dicom_header_flags
+
         pairs = list(paths if isinstance(paths, CollectedInputs) else collect_inputs(paths))
-        images: list[ImagePrediction] = []
+        logits: dict[Path, float] = {}
+        scores: dict[Path, float] = {}
+        failed: dict[Path, str] = {}
+        headers = {path: dicom_header_flags(path, self.metadata.body_parts) for _, path in pairs}
         for start in tqdm(range(0, len(pairs), batch_size), desc="predicting", unit="batch",
                           disable=not progress or len(pairs) <= batch_size):
-            chunk = pairs[start : start + batch_size]
-            arrays, readable, failed = [], [], {}
-            for study_id, path in chunk:
+            arrays, readable = [], []
+            for _, path in pairs[start : start + batch_size]:
                 try:
                     arrays.append(self.preprocess(read_image(path)))
-                    readable.append((study_id, path))
+                    readable.append(path)
                 except FracturescanError as exc:
                     failed[path] = str(exc)
                     log.info("Skipped %s: %s", path, exc)  # reported in the results, not an alarm
-            probs = self.probabilities(np.stack(arrays)) if arrays else np.empty(0)
-            by_path = {path: float(p) for (_, path), p in zip(readable, probs)}
-            for study_id, path in chunk:
-                p = by_path.get(path)
-                images.append(ImagePrediction(str(path), study_id, p, None if p is None else p >= self.threshold,
-                                              failed.get(path)))
-        return images, self.aggregate(images)
-
-    def aggregate(self, images: list[ImagePrediction]) -> list[StudyPrediction]:
-        """Study results (mean probability of readable images), in first-appearance order."""
-        grouped: dict[str, list[ImagePrediction]] = {}
-        for item in images:
-            grouped.setdefault(item.study_id, []).append(item)
-        studies = []
-        for study_id, items in grouped.items():
-            probs = [i.probability for i in items if i.probability is not None]
-            p = study_probability(probs)
-            studies.append(StudyPrediction(study_id, len(probs), p, None if p is None else p >= self.threshold))
-        return studies
+            if arrays:
+                z, guard = self.assess(np.stack(arrays))
+                logits.update(zip(readable, z.tolist()))
+                if guard is not None:
+                    scores.update(zip(readable, guard.tolist()))
+        grouped: dict[str, list[Path]] = {}
+        for study_id, path in pairs:
+            grouped.setdefault(study_id, []).append(path)
+        images: list[ImagePrediction] = []
+        studies: list[StudyPrediction] = []
+        for study_id, members in grouped.items():
+            result = decide_study(self.rule, [logits.get(p) for p in members], names=[str(p) for p in members],
+                                  guard_scores=[scores.get(p) for p in members],
+                                  header_flags=[headers[p] for p in members], errors=[failed.get(p) for p in members],
+                                  include_flagged=include_flagged)
+            images += [ImagePrediction(i.name, study_id, i.probability, i.abnormal, i.error, i.level, i.flags)
+                       for i in result.images]
+            n_used = sum(1 for i in result.images if i.used)
+            studies.append(StudyPrediction(study_id, n_used, result.probability, result.abnormal, result.level,
+                                           result.notes))
+        order = {str(p): k for k, (_, p) in enumerate(pairs)}
+        return sorted(images, key=lambda i: order[i.path]), studies

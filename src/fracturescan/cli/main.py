@@ -306,6 +306,7 @@ from . import db  # noqa: E402,F401  (registers `db upgrade|current|backup|resto
 from . import pacs  # noqa: E402,F401  (registers `dicom-node` and `pacs`)
 from . import users  # noqa: E402,F401  (registers `user`)
 from . import ensemble  # noqa: E402,F401  (registers `ensemble`)
+from . import calibrate  # noqa: E402,F401  (registers `calibrate`)
 
 
 def main(argv: list[str] | None = None) -> int:

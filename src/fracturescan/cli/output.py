@@ -86,18 +86,39 @@ def echo_metrics(metrics: dict) -> None:
 
 
 def echo_predictions(predictor: "Predictor", images: list["ImagePrediction"], studies: list["StudyPrediction"]) -> None:
-    """Print per-image and per-study predictions."""
+    """Print per-image and per-study predictions: calibrated probability, the single-threshold
+    decision, the abnormal/doubt/normal category and why an image is not trusted."""
     if predictor.metadata.synthetic:
         typer.echo(SYNTHETIC_MODEL)
-    typer.echo(f"threshold {predictor.threshold:.3f}")
-    if predictor.tta is not None:
-        typer.echo(predictor.tta.describe())
-    typer.echo(table(["image", "probability", "decision", "note"],
-                     [(i.path, i.probability, _decision(i.abnormal), i.error or "") for i in images]))
+    rule = predictor.rule
+    points = (f"; categories: normal < {rule.points.low:.3f} <= doubt < {rule.points.high:.3f} <= abnormal"
+              if rule.points else "")
+    typer.echo(f"threshold {predictor.threshold:.3f}{points}"
+               + ("" if rule.calibration else " (uncalibrated probabilities)"))
+    typer.echo(table(["image", "probability", "decision", "category", "note"],
+                     [(i.path, i.probability, _decision(i.abnormal), i.level, i.error or "; ".join(i.flags))
+                      for i in images]))
     typer.echo("")
-    typer.echo(table(["study", "images", "probability", "decision"],
-                     [(s.study_id, s.n_images, s.probability, _decision(s.abnormal)) for s in studies]))
+    typer.echo(table(["study", "images", "probability", "decision", "category"],
+                     [(s.study_id, s.n_images, s.probability, _decision(s.abnormal), s.level) for s in studies]))
+    for note in dict.fromkeys(n for s in studies for n in s.notes):
+        typer.echo(f"note: {note}")
     typer.echo(NOT_A_DIAGNOSIS)
+
+
+def echo_trust_fit(fit: Any) -> None:
+    """Print what ``fracturescan calibrate`` fitted."""
+    cal, pts, guard = fit.calibration, fit.points, fit.guard
+    typer.echo(f"Calibration: temperature {cal.temperature:.3f} on {cal.n_images} images of {cal.n_studies} "
+               f"studies (NLL {cal.nll_before:.4f} -> {cal.nll_after:.4f}); {cal.fitted_on}")
+    typer.echo(f"Threshold on the calibrated scale: {fit.threshold:.4f}")
+    typer.echo(f"Operating points: normal < {pts.low:.4f} (sensitivity {pts.sensitivity_at_low:.3f}) <= doubt < "
+               f"{pts.high:.4f} (specificity {pts.specificity_at_high:.3f}) <= abnormal; {pts.n_abnormal} abnormal and "
+               f"{pts.n_normal} normal studies" + ("" if pts.resolvable else
+                                                   " (too few to resolve the targets: the strictest cuts were used)"))
+    if guard is not None:
+        typer.echo(f"Input guard: threshold {guard.threshold:.3g} keeps {guard.kept_on_threshold_data:.1%} of "
+                   f"{guard.n_threshold_images} images (fitted on {guard.n_fit_images})")
 
 
 def _decision(abnormal: bool | None) -> str:
@@ -105,8 +126,11 @@ def _decision(abnormal: bool | None) -> str:
 
 
 #: Columns of ``predict --csv``: one row per image (level "image"), then one per study (level
-#: "study", probability = mean of its readable images, ``n_images`` = how many were readable).
-PREDICTION_COLUMNS = ("level", "study", "path", "n_images", "probability", "decision", "grouped_by", "error")
+#: "study", probability = mean of its readable, unflagged images, ``n_images`` = how many were used).
+#: ``category`` is abnormal / doubt / normal (the checkpoint's two operating points; empty without
+#: them); ``flags`` says why an image is not trusted (a study row: what was left out or is missing).
+PREDICTION_COLUMNS = ("level", "study", "path", "n_images", "probability", "decision", "grouped_by", "error",
+                      "category", "flags")
 
 
 def write_predictions_csv(path: Path, images: list["ImagePrediction"], studies: list["StudyPrediction"],
@@ -117,10 +141,10 @@ def write_predictions_csv(path: Path, images: list["ImagePrediction"], studies: 
         writer.writerow(PREDICTION_COLUMNS)
         for i in images:
             writer.writerow(["image", i.study_id, i.path, "", _prob(i.probability), _decision(i.abnormal),
-                             rules.get(i.study_id, ""), i.error or ""])
+                             rules.get(i.study_id, ""), i.error or "", i.level or "", "; ".join(i.flags)])
         for s in studies:
             writer.writerow(["study", s.study_id, "", s.n_images, _prob(s.probability), _decision(s.abnormal),
-                             rules.get(s.study_id, ""), ""])
+                             rules.get(s.study_id, ""), "", s.level or "", "; ".join(s.notes)])
 
 
 def _prob(probability: float | None) -> str:
@@ -133,6 +157,9 @@ def write_predictions_json(path: Path, predictor: "Predictor", images: list["Ima
     threshold and synthetic flag as JSON."""
     doc = {
         "threshold": predictor.threshold,
+        "calibrated": predictor.rule.calibration is not None,
+        "operating_points": None if predictor.rule.points is None else predictor.rule.points.to_dict(),
+        "missing": list(predictor.rule.missing),
         "synthetic_model": bool(predictor.metadata.synthetic),
         "test_time_augmentation": None if predictor.tta is None else [v.name for v in predictor.tta.views],
         "notice": NOT_A_DIAGNOSIS,

@@ -37,6 +37,7 @@ from ..checkpoint import Checkpoint
 from ..inference import predict_pixels
 from ..models import build_model, save_checkpoint
 from ..models.preprocessing import Preprocessing
+from ..trust import fit_trust, store_trust
 from .callbacks import EarlyStopping, atomic_torch_save, write_history, write_skipped
 from .distributed import (DistContext, all_reduce_sum, barrier, batches, epoch_order, init_distributed, shard,
                           shutdown)
@@ -327,5 +328,13 @@ def _finalise(cfg, run_dir: Path, data: _Data, weights, device, history, early) 
     if len(abnormal) == 0:
         abnormal = data.x_train[data.y_train == 1].cpu()
     save_reference(best.directory, calibrate(model, reference, abnormal, preprocessing=data.preprocessing, seed=cfg.seed))
-    log.info("Threshold %.4f (%s on hold-out); best checkpoint in %s", choice.value, choice.method, run_dir / "best")
-    return TrainResult(run_dir, run_dir / "best", len(history), early.best, choice.value, metrics)
+    # Calibration, the two operating points and the input guard, all from the hold-out (the
+    # guard's Gaussians from the training images); the threshold moves to the calibrated scale.
+    trust = store_trust(best.directory, fit_trust(
+        model, pixels=data.x_hold, labels=data.y_hold, study_ids=data.hold_studies, threshold=choice.value,
+        old_temperature=1.0, fitted_on="patient-level hold-out", preprocessing=data.preprocessing,
+        guard_fit=(data.x_train.cpu().numpy(), data.y_train.cpu().numpy()),
+        data_fingerprint=fingerprint_records(data.hold_cache.records)))
+    log.info("Threshold %.4f (%s on hold-out, calibrated scale); best checkpoint in %s", trust.threshold,
+             choice.method, run_dir / "best")
+    return TrainResult(run_dir, run_dir / "best", len(history), early.best, trust.threshold, metrics)
