@@ -10,6 +10,7 @@ a :class:`Predictor`, the store's SQLAlchemy ``Engine`` and the asking user's ``
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import io
@@ -27,7 +28,7 @@ from PIL import Image
 
 from fracturescan.checkpoint import Checkpoint
 from fracturescan.data.images import read_image, sniff_format
-from fracturescan.decision import study_probability
+from fracturescan.decision import StudyDecision, decide_study
 from fracturescan.errors import FracturescanError, ImageReadError
 from fracturescan.explain import METHOD_LABELS, caption_lines, explain_image, overlay
 from fracturescan.explain.overlay import captioned_figure
@@ -218,6 +219,12 @@ class AnalysedImage:
     heatmap_method: str | None = None  # "grad-cam" or "reference-ig"
     dicom_info: dict[str, Any] | None = None
     error: str | None = None
+    logit: float | None = None  # the model's raw score; ``probability`` is its calibrated value
+    guard_score: float | None = None
+    abnormal: bool | None = None  # single-threshold decision
+    level: str | None = None  # abnormal / doubt / normal (None without operating points)
+    flags: tuple[str, ...] = ()  # why the image is not trusted (DICOM header, input guard)
+    used: bool = False  # counted in the study probability
 
 
 @dataclass
@@ -230,6 +237,8 @@ class Analysis:
     audit_id: int | None = None
     heatmaps_available: bool = True
     notes: list[str] = field(default_factory=list)
+    #: The decision rule's answer (:func:`fracturescan.decision.decide_study`); every front end shows it.
+    decision: StudyDecision | None = None
 
     @property
     def readable(self) -> list[AnalysedImage]:
@@ -238,8 +247,13 @@ class Analysis:
 
     @property
     def study_probability(self) -> float | None:
-        """The study's probability from its readable images (:func:`~fracturescan.decision.study_probability`)."""
-        return study_probability([i.probability for i in self.readable])
+        """The decision's study probability: mean calibrated probability of the used images."""
+        return None if self.decision is None else self.decision.probability
+
+    @property
+    def level(self) -> str | None:
+        """abnormal / doubt / normal, or None (no operating points, or no image used)."""
+        return None if self.decision is None else self.decision.level
 
 
 #: The one thread of this process that loads and runs models (see :func:`on_model_thread`).
@@ -272,6 +286,15 @@ def explain_one(predictor: Predictor, image: np.ndarray,
     explanation = explain_image(predictor, image)
     return (float(explanation.probability), np.asarray(explanation.heatmap, dtype=np.float32),
             explanation.method)
+
+
+def score_one(predictor: Predictor, image: np.ndarray,
+              heatmap: bool = True) -> tuple[float, float | None, np.ndarray | None, str | None]:
+    """(raw logit, input-guard score or None, heatmap or None, heatmap method or None) for one
+    decoded image; the decision rule turns the logit into what is shown (:func:`decide`)."""
+    logits, scores = predictor.assess(predictor.preprocess(image)[None])
+    _, heatmap_array, method = explain_one(predictor, image, True) if heatmap else (None, None, None)
+    return float(logits[0]), None if scores is None else float(scores[0]), heatmap_array, method
 
 
 def make_overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float) -> np.ndarray:
@@ -322,14 +345,20 @@ _DECODE_SLOTS = threading.BoundedSemaphore(2)
 
 def analyse_uploads(predictor: Predictor, uploads: Sequence[tuple[str, bytes]], threshold: float,
                     keep_pixels: bool = False, max_bytes: int | None = None,
-                    heatmaps: bool = True) -> tuple[Analysis, dict[str, bytes]]:
+                    heatmaps: bool = True, include_flagged: bool = False) -> tuple[Analysis, dict[str, bytes]]:
     """Read, score and (unless ``heatmaps`` is False) explain each upload; unreadable files get
     the reader's message. Call it from any thread: files are decoded there, and scored on the
     model thread (:func:`on_model_thread`).
 
-    Files larger than ``max_bytes`` are refused before anything else looks at them.
+    Files larger than ``max_bytes`` are refused before anything else looks at them. A DICOM
+    header that says the image is not a radiograph of the model's body parts is flagged before
+    the model runs; the input guard flags images unlike the training data. The checkpoint's
+    decision rule at ``threshold`` then decides (:func:`fracturescan.decision.decide_study`);
+    flagged images are left out of the study unless ``include_flagged``.
     Returns the analysis and, when ``keep_pixels``, {sha256: PNG of the decoded pixels}.
     """
+    from fracturescan.guard import header_flags
+
     start = time.perf_counter()
     images, stored = [], {}
     for name, data in uploads:
@@ -344,42 +373,62 @@ def analyse_uploads(predictor: Predictor, uploads: Sequence[tuple[str, bytes]], 
         kind = sniff_format(data) or ("dicom" if name.lower().endswith((".dcm", ".dicom")) else "unknown")
         item = AnalysedImage(name=name, sha256=digest, file_type=kind)
         images.append(item)
+        if kind == "dicom":
+            item.dicom_info = _dicom_info(data)
+            item.flags = tuple(header_flags(item.dicom_info, predictor.metadata.body_parts))
         try:
             # Decoding runs on the caller's thread, a few at a time: only scoring waits for the
             # single model thread, so one slow file does not hold up every other request.
             with _DECODE_SLOTS:
                 image = read_image(data, name=name)
-            item.probability, heatmap, item.heatmap_method = on_model_thread(explain_one, predictor, image, heatmaps)
+            item.logit, item.guard_score, heatmap, item.heatmap_method = on_model_thread(
+                score_one, predictor, image, heatmaps)
         except FracturescanError as exc:
             item.error = str(exc)
             log.info("upload %s… could not be analysed: %s", digest[:12], type(exc).__name__)
             continue
         item.display = _downscale(image)
         item.heatmap = None if heatmap is None else np.clip(_downscale(heatmap), 0, 1)
-        if kind == "dicom":
-            item.dicom_info = _dicom_info(data)
         if keep_pixels:
             stored[digest] = to_png(image)
-    analysis = Analysis(images, threshold, time.perf_counter() - start, heatmaps_available=heatmaps)
+    decision = decide(predictor, images, threshold, include_flagged)
+    analysis = Analysis(images, threshold, time.perf_counter() - start, heatmaps_available=heatmaps,
+                        decision=decision)
     log.info("analysed %d upload(s) in %.2f s", len(images), analysis.seconds)
     return analysis, stored
 
 
+def decide(predictor: Predictor, images: list[AnalysedImage], threshold: float,
+           include_flagged: bool = False) -> StudyDecision:
+    """Apply the checkpoint's decision rule at ``threshold`` to analysed images and copy each
+    image's answer (calibrated probability, decision, level, flags) onto it."""
+    rule = dataclasses.replace(predictor.rule, threshold=float(threshold))
+    decision = decide_study(rule, [i.logit for i in images], names=[i.name for i in images],
+                            guard_scores=[i.guard_score for i in images], header_flags=[i.flags for i in images],
+                            errors=[i.error for i in images], include_flagged=include_flagged)
+    for item, answer in zip(images, decision.images):
+        item.probability, item.abnormal, item.level = answer.probability, answer.abnormal, answer.level
+        item.flags, item.used = answer.flags, answer.used
+    return decision
+
+
 def analyse_and_record(engine: "Engine", user: "UserInfo", choice: ModelChoice, predictor: Predictor, threshold: float,
                        uploads: Sequence[tuple[str, bytes]], *, store_pixels: bool = False,
-                       max_bytes: int | None = None, heatmaps: bool = True) -> Analysis:
+                       max_bytes: int | None = None, heatmaps: bool = True,
+                       include_flagged: bool = False) -> Analysis:
     """:func:`analyse_uploads`, then one audit record for the readable images (its id lands in
     ``analysis.audit_id``; none is written when no file could be read). ``user`` is the
     :class:`~fracturescan.store.users.UserInfo` of whoever asked (web login or API key)."""
     from fracturescan.store.audit import ImageRecord, ModelRecord, record_analysis
 
     analysis, pixels = analyse_uploads(predictor, uploads, threshold, keep_pixels=store_pixels,
-                                       max_bytes=max_bytes, heatmaps=heatmaps)
+                                       max_bytes=max_bytes, heatmaps=heatmaps, include_flagged=include_flagged)
     records = [ImageRecord(i.sha256, i.file_type, i.probability, i.dicom_info, pixels.get(i.sha256))
                for i in analysis.readable]
     if records:
         model = ModelRecord(choice.model_id, choice.version, choice.metadata.sha256, choice.metadata.synthetic)
-        analysis.audit_id = record_analysis(engine, user, model, threshold, records)
+        analysis.audit_id = record_analysis(engine, user, model, threshold, records,
+                                            shown_probability=analysis.study_probability)
     return analysis
 
 

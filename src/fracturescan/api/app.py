@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fracturescan import __version__
 from fracturescan.appconfig import AppConfig
+from fracturescan.decision import DecisionRule
 from fracturescan.errors import CheckpointError, FracturescanError, ImageReadError, RoutingError
 from fracturescan.inference import Predictor
 from fracturescan.notices import INTENDED_USE, SYNTHETIC_MODEL, heatmap_caption
@@ -117,15 +118,26 @@ def _model_info(choice: ModelChoice, threshold: float) -> schemas.ModelInfo:
         model_id=choice.model_id, version=choice.version, sha256=meta.sha256, architecture=meta.arch,
         input_size=meta.input_size, threshold=threshold, synthetic=meta.synthetic,
         body_parts=list(meta.body_parts), heatmap_method="reference-ig" if meta.reference_sha256 else "grad-cam",
-        localisation=localisation, intended_use=INTENDED_USE, warnings=_warnings(choice, check))
+        localisation=localisation, intended_use=INTENDED_USE, warnings=_warnings(choice, check),
+        **_rule_info(meta))
+
+
+def _rule_info(meta: object) -> dict[str, object]:
+    """What the checkpoint's decision rule holds, for ``/v1/model``."""
+    rule = DecisionRule.from_metadata(meta)
+    points = None if rule.points is None else schemas.OperatingPoints(
+        low=rule.points.low, high=rule.points.high, target_sensitivity=rule.points.target_sensitivity,
+        target_specificity=rule.points.target_specificity, fitted_on=rule.points.fitted_on)
+    return {"calibrated": rule.calibration is not None, "operating_points": points,
+            "input_guard": rule.guard is not None, "missing": list(rule.missing)}
 
 
 def _image_result(item: AnalysedImage, threshold: float, heatmaps: bool, synthetic: bool) -> schemas.ImageResult:
     result = schemas.ImageResult(name=item.name, sha256=item.sha256, file_type=item.file_type,
-                                 error=item.error, dicom=item.dicom_info)
+                                 error=item.error, dicom=item.dicom_info, flags=list(item.flags))
     if item.probability is not None:
-        result.probability = item.probability
-        result.abnormal = item.probability >= threshold
+        result.probability, result.abnormal = item.probability, item.abnormal
+        result.level, result.used_in_study = item.level, item.used
         png = overlay_png(item, threshold, synthetic) if heatmaps else None
         if png is not None:
             result.heatmap_png = base64.b64encode(png).decode("ascii")
@@ -272,6 +284,8 @@ def create_app(config: AppConfig, preload: bool = False) -> FastAPI:
                 dicom: Annotated[bool, Query(description="Add the results as DICOM files for PACS (a TID 1500 SR "
                                                          "and a heatmap Secondary Capture per image, in the "
                                                          "source study); needs DICOM files of one study.")] = False,
+                include_flagged: Annotated[bool, Query(description="Count images flagged as unlike the training "
+                                                       "data (or by their DICOM header) in the study anyway.")] = False,
                 ) -> schemas.Prediction:
         """Score one study with the model for its body part (``body_part``, else the DICOM
         BodyPartExamined, else the default model): each image, and the study as the mean of its
@@ -287,13 +301,13 @@ def create_app(config: AppConfig, preload: bool = False) -> FastAPI:
         analysis = analyse_and_record(  # decodes here, scores on the model thread
             engine, user, choice, predictor, threshold, uploads, heatmaps=heatmaps or dicom,
             store_pixels=bool(settings.get_setting(engine, settings.STORE_PIXELS, False)),
-            max_bytes=config.max_upload_bytes)
+            max_bytes=config.max_upload_bytes, include_flagged=include_flagged)
         scored = iter(analysis.images)
         images = [refused[i] if i in refused else _image_result(next(scored), threshold, heatmaps,
                                                                 choice.metadata.synthetic)
                   for i in range(len(files))]
-        study_p = analysis.study_probability
-        if study_p is None:
+        decision = analysis.decision
+        if not analysis.readable:
             reasons = "; ".join(f"{image.name}: {image.error}" for image in images)
             raise HTTPException(422, f"None of the {len(images)} file(s) could be analysed. {reasons}")
         log.info("API prediction #%s by %s: %d image(s) in %.2f s", analysis.audit_id, user.username,
@@ -306,8 +320,9 @@ def create_app(config: AppConfig, preload: bool = False) -> FastAPI:
         return schemas.Prediction(
             audit_id=analysis.audit_id, model_id=choice.model_id, model_version=choice.version,
             model_sha256=choice.metadata.sha256, synthetic=choice.metadata.synthetic, threshold=threshold,
-            study=schemas.StudyResult(probability=study_p, abnormal=study_p >= threshold,
-                                      n_images=len(analysis.readable)),
+            study=schemas.StudyResult(probability=decision.probability, abnormal=decision.abnormal,
+                                      level=decision.level, n_images=sum(i.used for i in analysis.readable),
+                                      notes=list(decision.notes)),
             images=images, heatmap_caption=heatmap_caption(methods.pop()) if methods else None,
             seconds=analysis.seconds, disclaimer=DISCLAIMER, body_part=route.body_part,
             body_part_source=route.source,

@@ -27,6 +27,16 @@ class Localisation(BaseModel):
     bar: float
 
 
+class OperatingPoints(BaseModel):
+    """The two cuts of the three-level answer, on the calibrated study probability."""
+
+    low: float = Field(description="High-sensitivity cut: below it a study is 'normal'.")
+    high: float = Field(description="High-specificity cut: at or above it a study is 'abnormal'; between: 'doubt'.")
+    target_sensitivity: float
+    target_specificity: float
+    fitted_on: str
+
+
 class ModelInfo(BaseModel):
     """``GET /v1/model``: the model that answers ``/v1/predict`` now."""
 
@@ -42,6 +52,11 @@ class ModelInfo(BaseModel):
     localisation: Localisation | None = Field(description="null when never measured for these weights.")
     intended_use: str
     warnings: list[str]
+    calibrated: bool = Field(False, description="Probabilities are temperature-calibrated (else raw model scores).")
+    operating_points: OperatingPoints | None = Field(None, description="null: no abnormal/doubt/normal levels.")
+    input_guard: bool = Field(False, description="Images unlike the training data are flagged.")
+    missing: list[str] = Field(default_factory=list, description="What this checkpoint lacks: 'calibration', "
+                                                                 "'operating points', 'input guard'.")
 
 
 class ImageResult(BaseModel):
@@ -50,8 +65,13 @@ class ImageResult(BaseModel):
     name: str
     sha256: str
     file_type: str
-    probability: float | None = None
-    abnormal: bool | None = Field(None, description="probability >= threshold.")
+    probability: float | None = Field(None, description="Calibrated probability of abnormality.")
+    abnormal: bool | None = Field(None, description="probability >= threshold (the single-threshold decision).")
+    level: str | None = Field(None, description="'abnormal', 'doubt' or 'normal' (null without operating points).")
+    flags: list[str] = Field(default_factory=list, description="Why this result is unreliable (DICOM header "
+                             "not a radiograph of the model's body parts; 'not like the training data').")
+    used_in_study: bool = Field(False, description="Counted in the study probability (flagged images are not, "
+                                                   "unless include_flagged=true).")
     error: str | None = None
     dicom: dict[str, object] | None = Field(None, description="Non-identifying DICOM fields only.")
     heatmap_png: str | None = Field(
@@ -61,11 +81,13 @@ class ImageResult(BaseModel):
 
 
 class StudyResult(BaseModel):
-    """The study: the mean of the readable images' probabilities (the MURA rule)."""
+    """The study: the mean of the used images' calibrated probabilities (the MURA rule)."""
 
-    probability: float
-    abnormal: bool
-    n_images: int
+    probability: float | None = Field(description="null when every readable image was flagged.")
+    abnormal: bool | None
+    level: str | None = Field(None, description="'abnormal', 'doubt' or 'normal' (null without operating points).")
+    n_images: int = Field(description="Images counted in the study probability.")
+    notes: list[str] = Field(default_factory=list, description="Images left out, and what the checkpoint lacks.")
 
 
 class DicomObject(BaseModel):

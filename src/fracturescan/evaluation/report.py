@@ -31,6 +31,7 @@ from fracturescan.evaluation import plots
 from fracturescan.evaluation.body_parts import body_part_blocks, body_part_table, study_body_parts
 from fracturescan.evaluation.bootstrap import bootstrap_ci
 from fracturescan.evaluation.calibration import expected_calibration_error
+from fracturescan.evaluation.trust_report import decision_rule_blocks
 from fracturescan.evaluation.metrics import (
     StudyTable,
     aggregate_studies,
@@ -215,6 +216,7 @@ def _blocks(metrics: Mapping[str, Any]) -> list[Block]:
               "which are correlated, stay together. "
               f"Calibration error uses {ECE_BINS} equal-width bins."),
         *(body_part_blocks(metrics["per_body_part"]) if "per_body_part" in metrics else []),
+        *(decision_rule_blocks(metrics["decision_rule"]) if "decision_rule" in metrics else []),
         ("h2", "Confusion matrices"),
         ("h3", "Image level"), _confusion_table(metrics["image_level"]["metrics"]),
         ("img", metrics["files"]["figures"]["confusion_image"], "Image-level confusion matrix"),
@@ -257,6 +259,7 @@ def write_evaluation_report(
     n_boot: int = 1000,
     seed: int = 0,
     body_parts: Sequence[str] | None = None,
+    decision_rule: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Evaluate image-level predictions and write the full report into ``out_dir``.
 
@@ -274,6 +277,8 @@ def write_evaluation_report(
         n_boot, seed: bootstrap resamples and seed for the 95% intervals.
         body_parts: the body part of each image (e.g. ``XR_WRIST``); adds the per-body-part
             table (``per_body_part`` in metrics.json) and a ``body_part`` column to both CSVs.
+        decision_rule: the checkpoint's decision rule measured on this split
+            (:func:`fracturescan.evaluation.trust_report.decision_rule_metrics`); adds its section.
 
     Returns:
         The dict written to ``metrics.json``.
@@ -313,6 +318,8 @@ def write_evaluation_report(
         "study_level": _level(study.y_true, study.y_prob, threshold, study_patients, n_boot, seed),
         "model_info": model_info,
     }
+    if decision_rule is not None:
+        metrics["decision_rule"] = dict(decision_rule)
     if body_parts is not None:
         metrics["per_body_part"] = body_part_table(study_ids, body_parts, y, p, threshold, n_boot=n_boot,
                                                    seed=seed, alpha=ALPHA, patient_ids=patient_ids)

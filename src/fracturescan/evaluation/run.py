@@ -16,6 +16,7 @@ from ..data.sources import open_dataset
 from ..errors import ConfigError
 from ..inference import Predictor
 from .report import write_evaluation_report
+from .trust_report import decision_rule_metrics
 
 log = logging.getLogger(__name__)
 
@@ -29,12 +30,16 @@ def _run_config(run_dir: Path) -> dict[str, Any]:
 _PROGRESS_CHUNK = 512
 
 
-def _probabilities(predictor: Predictor, pixels: Any) -> np.ndarray:
-    """The predictor's probabilities for every cached image, with a progress bar on long sets."""
+def _assess(predictor: Predictor, pixels: Any) -> tuple[np.ndarray, np.ndarray | None]:
+    """The predictor's raw logits and input-guard scores (None without a guard) for every cached
+    image, with a progress bar on long sets."""
     starts = range(0, len(pixels), _PROGRESS_CHUNK)
-    parts = [predictor.probabilities(pixels[start:start + _PROGRESS_CHUNK])
+    parts = [predictor.assess(pixels[start:start + _PROGRESS_CHUNK])
              for start in tqdm(starts, desc="predicting", unit="chunk", delay=2, leave=False)]
-    return np.concatenate(parts) if parts else np.empty(0)
+    if not parts:
+        return np.empty(0), None
+    logits = np.concatenate([z for z, _ in parts])
+    return logits, None if parts[0][1] is None else np.concatenate([g for _, g in parts])
 
 
 def evaluate_run(
@@ -66,9 +71,15 @@ def evaluate_run(
     records = index.split(split)
     cache = build_cache(records, predictor.image_size, Path(cfg["cache_dir"]) if cfg.get("cache_dir") else None,
                         desc=f"caching {split}")
-    probs = _probabilities(predictor, cache.pixels)
+    # Raw logits and guard scores once; the probabilities are the checkpoint's calibrated ones.
+    logits, guard_scores = _assess(predictor, cache.pixels)
+    probs = predictor.rule.probabilities(logits)
     out = Path(out) if out else run_dir / f"eval_{split}"
     kept = cache.records
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    rule = decision_rule_metrics(out, y_true=[r.label for r in kept], logits=logits,
+                                 study_ids=[r.study_id for r in kept], patient_ids=[r.patient_id for r in kept],
+                                 rule=predictor.rule, guard_scores=guard_scores, n_boot=n_boot, seed=seed)
     history = run_dir / "history.csv"
     metrics = write_evaluation_report(
         out,
@@ -92,6 +103,7 @@ def evaluate_run(
         seed=seed,
         # The MURA per-body-part table; generic data sets (no parts) leave it out.
         body_parts=None if all(r.body_part == "unknown" for r in kept) else [r.body_part for r in kept],
+        decision_rule=rule,
     )
     log.info("Evaluation report written to %s", out)
     return metrics, out

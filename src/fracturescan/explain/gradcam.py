@@ -56,7 +56,8 @@ class Explanation:
     """Grad-CAM of one image for the abnormal class.
 
     Attributes:
-        probability: model probability of abnormality (sigmoid of ``logit``).
+        probability: calibrated probability of abnormality (``sigmoid(logit / T)``, the checkpoint's
+            temperature ``T``; the plain sigmoid for uncalibrated checkpoints).
         logit: the raw abnormal logit the heatmap explains.
         heatmap: float32 (H, W) in [0, 1] at the ORIGINAL image resolution; 0 = no evidence.
         model_heatmap: float32 (size, size) in [0, 1] at the model's input resolution.
@@ -197,7 +198,9 @@ def explain_image(predictor: "Predictor", image: np.ndarray, *, layer: nn.Module
     cam, logit, reference_logit, full_scale = attribute(predictor.model, layer, inputs, reference)
     heatmap = upsample(cam, image.shape, full_scale)
     return Explanation(
-        probability=float(torch.sigmoid(torch.tensor(logit))),
+        # The checkpoint's calibrated probability, as every other front end shows it.
+        probability=float(predictor.rule.probabilities([logit])[0]) if hasattr(predictor, "rule")
+        else float(torch.sigmoid(torch.tensor(logit))),
         logit=logit,
         heatmap=heatmap,
         model_heatmap=upsample(cam, (predictor.image_size, predictor.image_size), full_scale),

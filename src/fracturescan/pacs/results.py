@@ -101,7 +101,10 @@ def result_from_analysis(analysis: Analysis, sources: Sequence[Dataset], choice:
         png = overlay_png(item, analysis.threshold, synthetic) if overlays else None
         images.append(ImageResult(source, float(item.probability), None if png is None else _png_to_rgb(png)))
     study_p = analysis.study_probability
-    return StudyResult(images, study_p, analysis.threshold, study_level(study_p, analysis.threshold),
+    # The decision rule's three levels when the checkpoint has operating points ("doubt" is
+    # DICOM's "indeterminate"), else the single threshold's two.
+    level = {"doubt": "indeterminate"}.get(analysis.level or "", analysis.level) or study_level(study_p, analysis.threshold)
+    return StudyResult(images, study_p, analysis.threshold, level,
                        choice.model_id, choice.version, choice.metadata.sha256, synthetic, refusals,
                        analysis.audit_id)
 

@@ -42,15 +42,16 @@ class ModelRecord:
 
 
 def record_analysis(engine: Engine, user: UserInfo, model: ModelRecord, threshold: float,
-                    images: Sequence[ImageRecord]) -> int:
+                    images: Sequence[ImageRecord], shown_probability: float | None = None) -> int:
     """Store one study analysis and its images; return the study's audit id.
 
-    The study probability is :func:`fracturescan.decision.study_probability` of the images';
-    every decision is ``probability >= threshold``.
+    The study probability is the one shown (``shown_probability``: the decision rule's, which
+    leaves flagged images out), else :func:`fracturescan.decision.study_probability` of the images'; every decision
+    is ``probability >= threshold``.
     """
     if not images:
         raise ValueError("an analysis needs at least one image")
-    study_p = study_probability(i.probability for i in images)
+    study_p = shown_probability if shown_probability is not None else study_probability(i.probability for i in images)
     with Session(engine) as session, session.begin():
         study = AuditStudy(
             created_at=utcnow(), user_id=user.id, username=user.username, model_id=model.model_id,

@@ -11,6 +11,7 @@ import streamlit as st
 from streamlit.runtime.uploaded_file_manager import UploadedFile
 from sqlalchemy import Engine
 
+from fracturescan.decision import DecisionRule
 from fracturescan.errors import RoutingError
 from fracturescan.inference import Predictor
 from fracturescan.notices import INTENDED_USE, SYNTHETIC_MODEL, heatmap_caption
@@ -29,6 +30,10 @@ _DICOM_ZIP = "doctor_dicom_zip"
 _AUTOMATIC = "Automatic (from the DICOM header)"
 #: Loads a model for an analysis: choice -> (predictor, threshold).
 Loader = Callable[[ModelChoice], tuple[Predictor, float]]
+#: How each level of the decision rule reads on the page.
+LEVEL_TEXT = {"abnormal": "fracture / abnormality likely (high-specificity point)",
+              "doubt": "doubt: between the two operating points, read with extra care",
+              "normal": "no abnormality expected (high-sensitivity point)"}
 
 #: Characters Streamlit's Markdown gives a meaning (links, images, emphasis, LaTeX, directives).
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:=])")
@@ -52,6 +57,8 @@ def model_header(choice: ModelChoice, threshold: float) -> None:
     st.caption(f"Model **{choice.model_id}** ({meta.arch}), version {choice.version}, "
                f"fracturescan {meta.package_version or '?'} · decision threshold **{threshold:.2f}**")
     _localisation_note(choice)
+    for note in DecisionRule.from_metadata(meta).missing_notes():
+        st.caption(f"This checkpoint has {note}.")
     with st.expander("Intended use and model card"):
         st.write(INTENDED_USE)
         st.markdown(choice.model_card() or "_No model card in this checkpoint._")
@@ -125,7 +132,11 @@ def _show_image(item: AnalysedImage, analysis: Analysis, show_heatmap: bool, alp
     if item.error:
         st.error(f"**{plain(item.name)}** could not be analysed: {plain(item.error)}")
         return
-    st.markdown(f"**{plain(item.name)}** — {_decision_text(item.probability, analysis.threshold)}")
+    level = f" · **{item.level}**" if item.level else ""
+    st.markdown(f"**{plain(item.name)}** — {_decision_text(item.probability, analysis.threshold)}{level}")
+    for flag in item.flags:
+        left_out = "" if item.used else " (left out of the study probability)"
+        st.warning(f"**{plain(flag)}**{left_out}", icon="⚠️")
     if show_heatmap and item.heatmap is not None:
         st.image(make_overlay(item.display, item.heatmap, alpha), width="stretch")
         st.caption(heatmap_caption(item.heatmap_method))
@@ -138,12 +149,20 @@ def _show_image(item: AnalysedImage, analysis: Analysis, show_heatmap: bool, alp
 
 def _show_result(engine: Engine, user: UserInfo, analysis: Analysis) -> None:
     study_p = analysis.study_probability
-    if study_p is None:
+    if not analysis.readable:
         st.warning("None of the files could be analysed; see the messages below.")
+    elif study_p is None:
+        st.warning("Every image was flagged as unreliable (see below): no study result.")
     else:
-        text = f"Study ({len(analysis.readable)} image(s)): {_decision_text(study_p, analysis.threshold)}"
+        used = sum(i.used for i in analysis.readable)
+        text = f"Study ({used} image(s)): {_decision_text(study_p, analysis.threshold)}"
         (st.error if study_p >= analysis.threshold else st.success)(text)
+        if analysis.level:
+            # The three-level answer from the checkpoint's two operating points.
+            st.markdown(f"Three-level reading: **{LEVEL_TEXT[analysis.level]}**")
         st.caption(f"Analysed in {analysis.seconds:.1f} s · audit record #{analysis.audit_id}")
+    for note in analysis.decision.notes if analysis.decision else ():
+        st.caption(note)
     show = st.toggle("Show heatmap", value=True, disabled=not analysis.heatmaps_available)
     alpha = st.slider("Heatmap opacity", 0.0, 1.0, 0.4, 0.05, disabled=not show)
     if not analysis.heatmaps_available:
