@@ -11,9 +11,12 @@ two cuts chosen on held-out studies (never on the test set):
   false alarms there);
 * in between, *doubt*: the reader decides.
 
-When the model separates the classes so well that ``low > high``, both targets hold at once and
-the band is empty: both cuts collapse onto the single decision threshold (clipped into
-``[high, low]``), so the three-level answer equals the single-threshold one.
+Each cut sits midway between the two scores around it (any cut in that gap gives the same rates
+on the fitting data; the middle is the least fragile). The band always contains the single
+decision threshold, so *abnormal* and *normal* agree with the single-threshold decision and the
+band only holds back the studies nearest to it. When the model separates the classes so well
+that ``low > high``, both targets hold at once: both cuts collapse onto the single threshold
+(clipped into ``[high, low]``) and the three-level answer equals the single-threshold one.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from fracturescan.errors import ConfigError, DatasetError
-from fracturescan.evaluation.threshold import choose_threshold, operating_points
+from fracturescan.evaluation.threshold import operating_points
 
 __all__ = ["MIN_STUDIES_PER_CLASS", "DecisionPoints", "choose_decision_points"]
 
@@ -85,6 +88,14 @@ def _check_target(name: str, value: float) -> float:
     return float(value)
 
 
+def _gap_middle(thresholds: np.ndarray, index: int) -> float:
+    """Midway between candidate ``index`` and the next lower one: every cut in that gap splits the
+    fitting data alike, and the middle is the one least tied to the exact scores seen."""
+    if index + 1 >= len(thresholds):
+        return float(thresholds[index])
+    return float((thresholds[index] + thresholds[index + 1]) / 2)
+
+
 def _rates(y: np.ndarray, p: np.ndarray, cut: float) -> tuple[float, float]:
     """(sensitivity, specificity) when ``p >= cut`` is called abnormal."""
     called = p >= cut
@@ -95,7 +106,10 @@ def choose_decision_points(y_true: ArrayLike, y_prob: ArrayLike, *, threshold: f
                            target_sensitivity: float = 0.95, target_specificity: float = 0.95) -> DecisionPoints:
     """Choose the high-sensitivity and high-specificity cuts on study labels and probabilities.
 
-    ``threshold`` is the single decision threshold, used only when the two cuts cross.
+    Each cut sits midway in the gap between the two distinct probabilities around it, and the
+    band is widened if needed to contain ``threshold`` (the single decision threshold): a study
+    the single threshold calls normal is never *abnormal*, and vice versa. When the two cuts
+    cross (both targets met at once) they collapse onto ``threshold``, clipped into the overlap.
 
     Raises:
         ConfigError: a target outside (0, 1).
@@ -118,17 +132,19 @@ def choose_decision_points(y_true: ArrayLike, y_prob: ArrayLike, *, threshold: f
                 f"too few studies for the {what} {target:g} operating point: {count} {cls_name} "
                 f"studies, at least {MIN_STUDIES_PER_CLASS} needed (more than {math.ceil(1 / (1 - target))} "
                 "to measure the target in steps finer than the allowed miss rate)")
-    low = choose_threshold(y, p, "sensitivity", target_sensitivity=t_sens).value
-    # Specificity only rises with the cut; the candidates are the distinct probabilities, highest
-    # first, and the lowest one still meeting the target is the most sensitive such cut.
-    meets = 1.0 - pts.fp / pts.n_negative >= t_spec - _TOLERANCE
-    if meets.any():
-        high = float(pts.thresholds[np.flatnonzero(meets)[-1]])
-    else:  # even the top score is a normal study too often: call nothing abnormal
-        high = float(np.nextafter(pts.thresholds[0], np.inf))
-    collapsed = low > high
+    # Sensitivity only falls as the cut rises and specificity only rises; the candidates are the
+    # distinct probabilities, highest first.
+    sens_ok = np.flatnonzero(pts.tp / pts.n_positive >= t_sens - _TOLERANCE)
+    spec_ok = np.flatnonzero(1.0 - pts.fp / pts.n_negative >= t_spec - _TOLERANCE)
+    low = _gap_middle(pts.thresholds, int(sens_ok[0]))  # the most specific cut meeting the sensitivity
+    # The most sensitive cut meeting the specificity; if even the top score fails it, call nothing abnormal.
+    high = _gap_middle(pts.thresholds, int(spec_ok[-1])) if spec_ok.size else float(np.nextafter(pts.thresholds[0], np.inf))
+    collapsed = low >= high
     if collapsed:
         low = high = float(min(max(threshold, high), low))
+    # The single threshold lies in the doubt band, so "abnormal" and "normal" never contradict
+    # the single-threshold decision; the band only takes studies near it out of the confident answers.
+    low, high = min(low, float(threshold)), max(high, float(threshold))
     sens_low, spec_low = _rates(y, p, low)
     sens_high, spec_high = _rates(y, p, high)
     resolvable = (pts.n_positive >= 1 / (1 - t_sens) - _TOLERANCE

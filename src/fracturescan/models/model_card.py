@@ -90,6 +90,7 @@ def render_model_card(meta: CheckpointMetadata, *, name: str = "fracturescan mod
         "",
         f"{meta.threshold:.4f} (chosen by: {meta.threshold_method}).",
         "",
+        *_decision_rule_lines(meta),
         "## Limitations",
         "",
         "- Trained and validated only on the body parts listed above; other anatomy, views, "
@@ -101,3 +102,22 @@ def render_model_card(meta: CheckpointMetadata, *, name: str = "fracturescan mod
         "",
     ]
     return "\n".join(lines)
+
+
+def _decision_rule_lines(meta: Any) -> list[str]:
+    """Calibration, the two operating points and the input guard, or what is missing and why."""
+    lines = ["## Calibration, levels and input guard", ""]
+    sections = (("Calibration", meta.calibration, lambda c: f"temperature {c['temperature']:.3f}, fitted on "
+                 f"{c['fitted_on']} ({c['n_images']} images)"),
+                ("Operating points", meta.decision_points, lambda d: f"normal < {d['low']:.4f} <= doubt < "
+                 f"{d['high']:.4f} <= abnormal (targets: sensitivity {d['target_sensitivity']:g}, specificity "
+                 f"{d['target_specificity']:g}; chosen on {d['fitted_on']})"),
+                ("Input guard", meta.guard, lambda g: f"Mahalanobis threshold {g['threshold']:.3g} keeping "
+                 f"{g['kept_on_threshold_data']:.1%} of {g['n_threshold_images']} {g['fitted_on']} images"))
+    for name, value, describe in sections:
+        if value and "unavailable" not in value:
+            lines.append(f"- {name}: {describe(value)}.")
+        else:
+            why = f" ({value['unavailable']})" if value else ""
+            lines.append(f"- {name}: none{why}; `fracturescan calibrate RUN DATA` adds it.")
+    return lines + [""]
