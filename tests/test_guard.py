@@ -13,6 +13,7 @@ from fracturescan.errors import CheckpointError, DatasetError
 from fracturescan.guard import (GUARD_FILE, GuardInfo, GuardModel, conformal_threshold, fit_gaussians, guard_layers,
                                 guard_scores, load_guard, pooled_features, save_guard)
 from fracturescan.models import build_model
+from fracturescan.models.preprocessing import Preprocessing
 
 
 def _features(n: int, shift: float, seed: int) -> dict[str, np.ndarray]:
@@ -56,8 +57,8 @@ def test_layers_and_pooled_features_of_a_small_model() -> None:
     layers = guard_layers(model)
     assert layers == ("features",)
     pixels = np.random.default_rng(0).integers(0, 256, (3, 64, 64), dtype=np.uint8)
-    mean, std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
-    logits, feats = pooled_features(model, pixels, layers, mean=mean, std=std)
+    contract = Preprocessing(64, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    logits, feats = pooled_features(model, pixels, layers, preprocessing=contract)
     x = (torch.from_numpy(pixels).float() / 255).unsqueeze(1).expand(-1, 3, -1, -1)
     x = (x - 0.5) / 0.25
     with torch.no_grad():

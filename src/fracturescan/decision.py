@@ -26,13 +26,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
 
-from .evaluation.operating import DecisionPoints
-from .evaluation.temperature import Calibration, apply_temperature
 from .guard import GUARD_MESSAGE, GuardInfo
+
+if TYPE_CHECKING:  # evaluation imports this module (the study rule): its types are named only
+    from .evaluation.operating import DecisionPoints
+    from .evaluation.temperature import Calibration
 
 __all__ = ["ABNORMAL", "DOUBT", "LEVELS", "NORMAL", "DecisionRule", "ImageDecision", "StudyDecision",
            "decide_study", "level_of", "study_probabilities", "study_probability"]
@@ -106,6 +108,9 @@ class DecisionRule:
     def from_metadata(cls, meta: Any, threshold: float | None = None) -> DecisionRule:
         """The rule stored in a :class:`~fracturescan.models.checkpoint.CheckpointMetadata`;
         ``threshold`` overrides the stored single threshold (an admin's choice)."""
+        from .evaluation.operating import DecisionPoints
+        from .evaluation.temperature import Calibration
+
         unavailable = {}
         sections = {"calibration": getattr(meta, "calibration", {}), "operating points":
                     getattr(meta, "decision_points", {}), "input guard": getattr(meta, "guard", {})}
@@ -142,8 +147,10 @@ class DecisionRule:
         return notes
 
     def probabilities(self, logits: Sequence[float] | np.ndarray) -> np.ndarray:
-        """Calibrated probabilities of ``logits``."""
-        return apply_temperature(np.asarray(logits, dtype=np.float64), self.temperature)
+        """Calibrated probabilities ``sigmoid(logits / T)`` (as
+        :func:`fracturescan.evaluation.temperature.apply_temperature`, overflow-safe)."""
+        z = np.asarray(logits, dtype=np.float64) / self.temperature
+        return 0.5 * (1.0 + np.tanh(0.5 * z))
 
 
 @dataclass(frozen=True)

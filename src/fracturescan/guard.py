@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import uuid
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,8 +27,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .data.transforms import normalise
 from .errors import CheckpointError, DatasetError
+from .models.preprocessing import Preprocessing
 
 log = logging.getLogger(__name__)
 
@@ -108,9 +106,9 @@ def guard_layers(model: nn.Module) -> tuple[str, ...]:
 
 @torch.no_grad()
 def pooled_features(model: nn.Module, pixels: np.ndarray | torch.Tensor, layers: tuple[str, ...], *,
-                    mean: tuple[float, ...], std: tuple[float, ...], channels: int = 3,
-                    batch_size: int = 64) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """(logits ``(N,)``, {layer: globally average-pooled features ``(N, C)``}) for uint8 ``(N, H, W)``."""
+                    preprocessing: Preprocessing, batch_size: int = 64) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """(logits ``(N,)``, {layer: globally average-pooled features ``(N, C)``}) for uint8 ``(N, H, W)``
+    images resized to the checkpoint's ``preprocessing`` contract."""
     modules = dict(model.named_modules())
     missing = [name for name in layers if name not in modules]
     if missing:
@@ -126,7 +124,7 @@ def pooled_features(model: nn.Module, pixels: np.ndarray | torch.Tensor, layers:
     try:
         for start in range(0, len(pixels), batch_size):
             chunk = torch.from_numpy(np.array(pixels[start:start + batch_size], dtype=np.uint8)).to(device)
-            logits.append(model(normalise(chunk, mean, std, channels)).float().cpu().reshape(-1))
+            logits.append(model(preprocessing.normalise(chunk)).float().cpu().reshape(-1))
     finally:
         for handle in handles:
             handle.remove()
@@ -198,7 +196,7 @@ def save_guard(directory: Path, guard: GuardModel, info: GuardInfo) -> GuardInfo
     """
     from safetensors.torch import save_file
 
-    from .models.checkpoint import file_sha256
+    from .fileio import atomic_path, sha256_file
 
     tensors = {}
     for i, name in enumerate(guard.layers):
@@ -207,13 +205,9 @@ def save_guard(directory: Path, guard: GuardModel, info: GuardInfo) -> GuardInfo
     header = {"layers": ",".join(guard.layers), "scales": ",".join(repr(guard.scales[n]) for n in guard.layers),
               "threshold": repr(float(guard.threshold))}
     target = Path(directory) / GUARD_FILE
-    tmp = target.with_name(f".{GUARD_FILE}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
+    with atomic_path(target) as tmp:
         save_file(tensors, str(tmp), metadata=header)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return GuardInfo(**{**info.to_dict(), "layers": guard.layers, "sha256": file_sha256(target)})
+    return GuardInfo(**{**info.to_dict(), "layers": guard.layers, "sha256": sha256_file(target)})
 
 
 def load_guard(directory: Path, info: GuardInfo) -> GuardModel:
@@ -243,8 +237,8 @@ def load_guard(directory: Path, info: GuardInfo) -> GuardModel:
 
 
 def build_guard(model: nn.Module, fit_pixels: np.ndarray, fit_labels: np.ndarray, threshold_pixels: np.ndarray, *,
-                input_size: int, mean: tuple[float, ...], std: tuple[float, ...], channels: int = 3,
-                keep: float = DEFAULT_KEEP, fitted_on: str, seed: int = 0) -> tuple[GuardModel, GuardInfo]:
+                preprocessing: Preprocessing, keep: float = DEFAULT_KEEP, fitted_on: str,
+                seed: int = 0) -> tuple[GuardModel, GuardInfo]:
     """Fit the Gaussians on ``fit_pixels`` (training images) and the threshold on
     ``threshold_pixels`` (hold-out images the model never trained on).
 
@@ -256,16 +250,15 @@ def build_guard(model: nn.Module, fit_pixels: np.ndarray, fit_labels: np.ndarray
     if len(fit_pixels) > MAX_FIT_IMAGES:
         keep_idx = np.sort(np.random.default_rng(seed).choice(len(fit_pixels), MAX_FIT_IMAGES, replace=False))
         fit_pixels, fit_labels = fit_pixels[keep_idx], fit_labels[keep_idx]
-    norm = dict(mean=mean, std=std, channels=channels)
     layers = guard_layers(model)
-    _, fit_feats = pooled_features(model, fit_pixels, layers, **norm)
+    _, fit_feats = pooled_features(model, fit_pixels, layers, preprocessing=preprocessing)
     fitted = fit_gaussians(fit_feats, fit_labels)
-    _, held = pooled_features(model, np.asarray(threshold_pixels), layers, **norm)
+    _, held = pooled_features(model, np.asarray(threshold_pixels), layers, preprocessing=preprocessing)
     scores = guard_scores(fitted, held)
     threshold = conformal_threshold(scores, keep)
     guard = GuardModel(fitted.layers, fitted.means, fitted.precisions, fitted.scales, threshold)
     info = GuardInfo("", layers, threshold, float(keep), float(np.mean(scores <= threshold)), len(fit_pixels),
-                     len(scores), fitted_on, int(input_size), datetime.now(timezone.utc).isoformat(timespec="seconds"))
+                     len(scores), fitted_on, int(preprocessing.input_size), datetime.now(timezone.utc).isoformat(timespec="seconds"))
     log.info("input guard: %d layers, threshold %.3g keeps %.1f%% of %d %s images", len(layers), threshold,
              100 * info.kept_on_threshold_data, len(scores), fitted_on)
     return guard, info

@@ -22,6 +22,7 @@ from .errors import DatasetError, FracturescanError
 from .evaluation.metrics import aggregate_studies
 from .evaluation.operating import DecisionPoints, choose_decision_points
 from .evaluation.temperature import Calibration, apply_temperature, fit_temperature
+from .models.preprocessing import Preprocessing
 from .guard import DEFAULT_KEEP, GuardInfo, GuardModel, build_guard, pooled_features, save_guard
 
 log = logging.getLogger(__name__)
@@ -59,8 +60,7 @@ def recalibrated_threshold(threshold: float, old_temperature: float, new_tempera
 
 
 def fit_trust(model: nn.Module, *, pixels: np.ndarray, labels: Sequence[int], study_ids: Sequence[str],
-              threshold: float, old_temperature: float, fitted_on: str, mean: tuple[float, ...],
-              std: tuple[float, ...], input_size: int, channels: int = 3,
+              threshold: float, old_temperature: float, fitted_on: str, preprocessing: Preprocessing,
               guard_fit: tuple[np.ndarray, np.ndarray] | None = None, guard_threshold_pixels: np.ndarray | None = None,
               data_fingerprint: str | None = None,
               target_sensitivity: float = 0.95, target_specificity: float = 0.95, keep: float = DEFAULT_KEEP,
@@ -82,8 +82,7 @@ def fit_trust(model: nn.Module, *, pixels: np.ndarray, labels: Sequence[int], st
     if not len(pixels) == len(labels_arr) == len(study_ids):
         raise DatasetError(f"calibration data do not match: {len(pixels)} images, {len(labels_arr)} labels, "
                            f"{len(study_ids)} study ids")
-    norm = dict(mean=mean, std=std, channels=channels)
-    logits, _ = pooled_features(model, pixels, (), **norm)
+    logits, _ = pooled_features(model, pixels, (), preprocessing=preprocessing)
     unavailable: dict[str, str] = {}
 
     def attempt(name: str, fit):
@@ -109,7 +108,7 @@ def fit_trust(model: nn.Module, *, pixels: np.ndarray, labels: Sequence[int], st
     if guard_fit is not None:
         guard = attempt("input guard", lambda: build_guard(
             model, guard_fit[0], guard_fit[1], pixels if guard_threshold_pixels is None else guard_threshold_pixels,
-            input_size=input_size, keep=keep, fitted_on=fitted_on, **norm))
+            preprocessing=preprocessing, keep=keep, fitted_on=fitted_on))
     return TrustFit(calibration, points, None if guard is None else guard[1], threshold, unavailable,
                     None if guard is None else guard[0])
 
@@ -117,12 +116,12 @@ def fit_trust(model: nn.Module, *, pixels: np.ndarray, labels: Sequence[int], st
 def store_trust(directory: Path, fit: TrustFit) -> TrustFit:
     """Write the guard file (when fitted) and the metadata fields into a checkpoint directory;
     returns ``fit`` with the guard's recorded SHA-256."""
-    from .models.checkpoint import resolve_checkpoint_dir, update_metadata
+    from .checkpoint import Checkpoint
 
-    directory = resolve_checkpoint_dir(directory)
+    directory = Checkpoint.open(directory).directory
     if fit.guard_model is not None and fit.guard is not None:
         fit = dataclasses.replace(fit, guard=save_guard(directory, fit.guard_model, fit.guard))
-    update_metadata(directory, **fit.metadata_fields())
+    Checkpoint.open(directory).update(**fit.metadata_fields())
     return fit
 
 
@@ -164,8 +163,7 @@ def calibrate_checkpoint(model_dir: Path | str, data: Path | str, *, split: str 
     fit = fit_trust(
         predictor.model, pixels=pixels, labels=[r.label for r in used], study_ids=[r.study_id for r in used],
         threshold=meta.threshold, old_temperature=predictor.rule.temperature, fitted_on=fitted_on,
-        mean=tuple(meta.mean), std=tuple(meta.std), input_size=predictor.image_size, channels=int(meta.channels),
-        guard_fit=guard_fit, guard_threshold_pixels=guard_threshold, data_fingerprint=fingerprint_records(used),
+        preprocessing=predictor.preprocessing, guard_fit=guard_fit, guard_threshold_pixels=guard_threshold, data_fingerprint=fingerprint_records(used),
         target_sensitivity=target_sensitivity, target_specificity=target_specificity, keep=keep, strict=True)
     if not guard and predictor.rule.guard is not None:  # keep the existing guard as it is
         fit = dataclasses.replace(fit, guard=predictor.rule.guard)
