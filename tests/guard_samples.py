@@ -153,3 +153,20 @@ def other_anatomy(n: int, seed: int = 0) -> list[np.ndarray]:
             d.ellipse((0.62 * s, 0.25 * s, 0.78 * s, 0.45 * s), fill=230)
         out.append(_blurred(img, rng))
     return out
+
+
+def labelled_site(root, labels: list[int], images_per_study: int = 2):
+    """A site's labelled studies as a CSV data set (one study and patient per label, small
+    gradient PNGs whose brightness follows the label); returns the CSV's path."""
+    from pathlib import Path
+
+    from tests.conftest import write_png
+
+    root = Path(root)
+    rows = ["path,label,study_id,patient_id"]
+    for i, label in enumerate(labels):
+        for j in range(images_per_study):
+            path = write_png(root / f"s{i}" / f"v{j}.png", value=40 + 100 * label + 5 * j, size=(36 + j, 40))
+            rows.append(f"{path},{label},s{i},p{i}")
+    (root / "site.csv").write_text("\n".join(rows) + "\n")
+    return root / "site.csv"

@@ -163,7 +163,8 @@ def calibrate_checkpoint(model_dir: Path | str, data: Path | str, *, split: str 
     fit = fit_trust(
         predictor.model, pixels=pixels, labels=[r.label for r in used], study_ids=[r.study_id for r in used],
         threshold=meta.threshold, old_temperature=predictor.rule.temperature, fitted_on=fitted_on,
-        preprocessing=predictor.preprocessing, guard_fit=guard_fit, guard_threshold_pixels=guard_threshold, data_fingerprint=fingerprint_records(used),
+        preprocessing=predictor.preprocessing, guard_fit=guard_fit, guard_threshold_pixels=guard_threshold,
+        data_fingerprint=fingerprint_records(used),
         target_sensitivity=target_sensitivity, target_specificity=target_specificity, keep=keep, strict=True)
     if not guard and predictor.rule.guard is not None:  # keep the existing guard as it is
         fit = dataclasses.replace(fit, guard=predictor.rule.guard)

@@ -38,6 +38,17 @@ def test_matches_a_brute_force_search_and_improves_ece() -> None:
     assert after <= before
 
 
+def test_scaling_is_kept_only_when_it_wins_on_held_out_studies() -> None:
+    kept_identity = 0
+    for seed in range(8):
+        logits, y = _overconfident(60, 1.0, seed=seed)  # already calibrated: any T != 1 is noise
+        cal = fit_temperature(logits, y, fitted_on="simulation", study_ids=np.arange(60) // 2)
+        assert (cal.temperature != 1.0) == (cal.cv_nll_scaled < cal.cv_nll_identity)
+        kept_identity += cal.temperature == 1.0
+        assert cal.nll_after == pytest.approx(nll(logits, y, cal.temperature))
+    assert kept_identity >= 1  # noise alone does not always earn a temperature
+
+
 def test_nll_and_sigmoid_agree_with_direct_formulas() -> None:
     z = np.array([-30.0, -1.0, 0.0, 2.5, 40.0])
     y = np.array([0, 1, 1, 0, 1])

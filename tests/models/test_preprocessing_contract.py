@@ -97,8 +97,10 @@ def test_architecture_trains_one_epoch_and_predicts_with_its_own_contract(
     image = np.linspace(0, 1, 50 * 40, dtype=np.float32).reshape(50, 40)
     pixels = predictor.preprocess(image)
     assert pixels.shape == (contract.input_size, contract.input_size)
-    with torch.no_grad():  # independent path: the network on the contract's own normalisation
-        expected = torch.sigmoid(predictor.model(contract.normalise(torch.from_numpy(pixels[None])))).item()
+    with torch.no_grad():  # independent path: the network on the contract's own normalisation,
+        # and the checkpoint's calibration temperature (fitted on the hold-out at the end of training)
+        logit = predictor.model(contract.normalise(torch.from_numpy(pixels[None])))
+        expected = torch.sigmoid(logit / predictor.rule.temperature).item()
     assert float(predictor.probabilities(pixels[None])[0]) == pytest.approx(expected, abs=1e-6)
     # explanations prepare the image the same way (same probability as prediction)
     assert explain_image(predictor, image).probability == pytest.approx(expected, abs=1e-5)

@@ -25,6 +25,8 @@ from fracturescan.errors import DatasetError
 
 __all__ = ["Calibration", "apply_temperature", "fit_temperature", "logits_from_probabilities", "nll"]
 
+#: Folds (of whole studies) for checking that scaling helps on data it was not fitted on.
+CV_FOLDS = 10
 #: ``T`` is searched on this range of ``log T`` (T from about 0.02 to 55): wider than any sane
 #: network needs, narrow enough that a separable hold-out cannot push T to zero.
 _LOG_T_BOUNDS = (-4.0, 4.0)
@@ -54,6 +56,10 @@ class Calibration:
     data_fingerprint: str | None = None
     fitted_at: str = ""
     method: str = "temperature scaling"
+    #: Mean NLL on held-out folds (grouped by study) with T fitted on the other folds, and with
+    #: T = 1. Scaling is kept only when it wins there; otherwise ``temperature`` is 1.
+    cv_nll_scaled: float | None = None
+    cv_nll_identity: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
@@ -108,24 +114,61 @@ def _check(logits: ArrayLike, y: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
 
 def fit_temperature(logits: ArrayLike, y: ArrayLike, *, fitted_on: str, study_ids: ArrayLike | None = None,
                     data_fingerprint: str | None = None) -> Calibration:
-    """Fit ``T`` minimising the mean NLL of ``y`` under ``sigmoid(logits / T)``.
+    """Fit ``T`` minimising the mean NLL of ``y`` under ``sigmoid(logits / T)``, keeping it only
+    when it also wins under cross-validation.
 
     The NLL is convex in ``1 / T`` for fixed logits, so a bounded scalar search on ``log T`` finds
-    the global minimum.
+    the global minimum. ``study_ids`` (one per image) make the cross-validation folds whole
+    studies: the fitted ``T`` is kept when the mean held-out NLL with ``T`` refitted on the other
+    folds beats ``T = 1``; otherwise the temperature is 1 (the raw probabilities are kept).
 
     Raises:
         DatasetError: lengths differ, no data, non-finite logits, labels not 0/1, or one class only.
     """
-    from scipy.optimize import minimize_scalar
-
     z, labels = _check(logits, y)
-    result = minimize_scalar(lambda log_t: nll(z, labels, math.exp(log_t)), bounds=_LOG_T_BOUNDS,
-                             method="bounded", options={"xatol": 1e-6})
-    temperature = float(math.exp(result.x))
-    n_studies = len(set(np.asarray(study_ids).tolist())) if study_ids is not None else int(z.size)
+    groups = np.asarray(study_ids if study_ids is not None else np.arange(z.size)).reshape(-1)
+    if groups.size != z.size:
+        raise DatasetError(f"calibration data do not match: {z.size} images but {groups.size} study ids")
+    fitted = _best_temperature(z, labels)
+    cv_scaled, cv_identity = _cross_validated(z, labels, groups)
+    # A small or nearly separable hold-out can pull T away from 1 by chance; scaling is kept only
+    # when it also lowers the NLL of studies it was not fitted on.
+    temperature = fitted if cv_scaled is None or cv_scaled < cv_identity else 1.0
     return Calibration(
-        temperature=temperature, fitted_on=fitted_on, n_images=int(z.size), n_studies=n_studies,
+        temperature=temperature, fitted_on=fitted_on, n_images=int(z.size), n_studies=len(set(groups.tolist())),
         n_abnormal_images=int(labels.sum()), nll_before=nll(z, labels, 1.0),
         nll_after=nll(z, labels, temperature), data_fingerprint=data_fingerprint,
         fitted_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        cv_nll_scaled=cv_scaled, cv_nll_identity=cv_identity,
     )
+
+
+def _best_temperature(z: np.ndarray, labels: np.ndarray) -> float:
+    """``T`` minimising the mean NLL (convex in ``1 / T``, so the bounded search finds the minimum)."""
+    from scipy.optimize import minimize_scalar
+
+    result = minimize_scalar(lambda log_t: nll(z, labels, math.exp(log_t)), bounds=_LOG_T_BOUNDS,
+                             method="bounded", options={"xatol": 1e-6})
+    return float(math.exp(result.x))
+
+
+def _cross_validated(z: np.ndarray, labels: np.ndarray, groups: np.ndarray,
+                     folds: int = CV_FOLDS) -> tuple[float | None, float | None]:
+    """(mean held-out NLL with T fitted on the other folds, the same with T = 1), folds made of
+    whole studies; (None, None) when there are too few studies to hold any out."""
+    names = np.unique(groups)
+    if len(names) < 2:
+        return None, None
+    order = np.random.default_rng(0).permutation(len(names))
+    fold_of = dict(zip(names[order], np.arange(len(names)) % min(folds, len(names))))
+    fold = np.array([fold_of[g] for g in groups])
+    scaled = identity = 0.0
+    for k in np.unique(fold):
+        train, test = fold != k, fold == k
+        if labels[train].min() == labels[train].max():  # one class left to fit on: no scaling
+            t = 1.0
+        else:
+            t = _best_temperature(z[train], labels[train])
+        scaled += nll(z[test], labels[test], t) * test.sum()
+        identity += nll(z[test], labels[test], 1.0) * test.sum()
+    return float(scaled / z.size), float(identity / z.size)

@@ -199,8 +199,7 @@ def explain_image(predictor: "Predictor", image: np.ndarray, *, layer: nn.Module
     heatmap = upsample(cam, image.shape, full_scale)
     return Explanation(
         # The checkpoint's calibrated probability, as every other front end shows it.
-        probability=float(predictor.rule.probabilities([logit])[0]) if hasattr(predictor, "rule")
-        else float(torch.sigmoid(torch.tensor(logit))),
+        probability=float(predictor.rule.probabilities([logit])[0]),
         logit=logit,
         heatmap=heatmap,
         model_heatmap=upsample(cam, (predictor.image_size, predictor.image_size), full_scale),
