@@ -155,18 +155,21 @@ def other_anatomy(n: int, seed: int = 0) -> list[np.ndarray]:
     return out
 
 
-def labelled_site(root, labels: list[int], images_per_study: int = 2):
-    """A site's labelled studies as a CSV data set (one study and patient per label, small
-    gradient PNGs whose brightness follows the label); returns the CSV's path."""
+def labelled_site(root, labels: list[int], images_per_study: int = 2, seed: int = 0):
+    """A site's labelled studies as a CSV data set (one study and patient per label): small
+    noisy gradient PNGs whose brightness follows the label. Returns the CSV's path."""
     from pathlib import Path
 
-    from tests.conftest import write_png
-
+    rng = np.random.default_rng(seed)
     root = Path(root)
     rows = ["path,label,study_id,patient_id"]
+    ramp = np.add.outer(np.arange(40), np.arange(36)) * 2.0
     for i, label in enumerate(labels):
         for j in range(images_per_study):
-            path = write_png(root / f"s{i}" / f"v{j}.png", value=40 + 100 * label + 5 * j, size=(36 + j, 40))
+            pixels = ramp + 60 + 80 * label + rng.normal(0, 12, ramp.shape) + rng.uniform(-20, 20)
+            path = root / f"s{i}" / f"v{j}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), mode="L").save(path)
             rows.append(f"{path},{label},s{i},p{i}")
     (root / "site.csv").write_text("\n".join(rows) + "\n")
     return root / "site.csv"

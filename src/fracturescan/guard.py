@@ -101,6 +101,9 @@ def guard_layers(model: nn.Module) -> tuple[str, ...]:
     keeping about 99% of the test split; the stored format allows several layers should a
     backbone need them.
     """
+    if not isinstance(getattr(model, "features", None), nn.Module):
+        raise CheckpointError(f"the input guard models a single network's features; a {type(model).__name__} has "
+                              "none (for an ensemble, calibrate with --no-guard)")
     return ("features",)
 
 

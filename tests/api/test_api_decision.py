@@ -56,7 +56,7 @@ def test_predict_shows_levels_and_leaves_a_non_radiograph_out(make_client, calib
     assert any("Modality is MR" in f for f in mr["flags"]) and not mr["used_in_study"]
     assert mr["probability"] is not None  # scored, shown, but not counted
     study = body["study"]
-    assert png["used_in_study"] and png["flags"] == [] and png["level"] in LEVELS
+    assert png["used_in_study"] and png["flags"] == [] and png["level"] in LEVELS, (png["flags"], png["level"], png["used_in_study"])
     assert study["n_images"] == 1 and math.isclose(study["probability"], png["probability"], rel_tol=1e-9)
     expected = "abnormal" if study["probability"] >= high else ("normal" if study["probability"] < low else "doubt")
     assert study["level"] == expected
