@@ -231,7 +231,7 @@ def test_model_work_runs_on_one_dedicated_thread_and_decoding_elsewhere(
 
     scored: list[str] = []
     decoded: list[str] = []
-    real_score, real_read = service.explain_one, service.read_image
+    real_score, real_read = service.score_one, service.read_image
 
     def scoring(*args, **kwargs):
         scored.append(threading.current_thread().name)
@@ -241,7 +241,7 @@ def test_model_work_runs_on_one_dedicated_thread_and_decoding_elsewhere(
         decoded.append(threading.current_thread().name)
         return real_read(*args, **kwargs)
 
-    monkeypatch.setattr(service, "explain_one", scoring)
+    monkeypatch.setattr(service, "score_one", scoring)
     monkeypatch.setattr(service, "read_image", reading)
     for seed in range(3):
         assert client.post("/v1/predict", headers=auth(doctor_key), files=pngs(seed)).status_code == 200
