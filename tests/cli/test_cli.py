@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 from fracturescan.cli.main import app, main
 from fracturescan.inference import Predictor
-from fracturescan.notices import SYNTHETIC_MODEL
 from fracturescan.models import build_model, save_checkpoint
+from fracturescan.notices import SYNTHETIC_MODEL
 
 from ..conftest import write_png
 from ..tolerances import assert_within, predictor_probability_bound, sum_bound

@@ -28,8 +28,13 @@ from fracturescan.export import ONNX_FILE, OnnxExportError, export_onnx, load_on
 from fracturescan.inference import Predictor  # noqa: E402
 from fracturescan.models import build_model, read_metadata, save_checkpoint  # noqa: E402
 
-from ..tolerances import (assert_within, forward_bound, logit_magnitude, network_shape,  # noqa: E402
-                          predictor_probability_bound)
+from ..tolerances import (  # noqa: E402
+    assert_within,
+    forward_bound,
+    logit_magnitude,
+    network_shape,
+    predictor_probability_bound,
+)
 
 torch.set_num_threads(1)
 

@@ -21,9 +21,8 @@ from fracturescan.inference import Predictor
 from fracturescan.models import build_model
 from fracturescan.models.checkpoint import save_checkpoint
 
-from .bad_inputs import CATALOGUE, BadInput, Fails, Reads, bomb_png, missing_requirement
-
 from ..tolerances import assert_within, predictor_probability_bound
+from .bad_inputs import CATALOGUE, BadInput, Fails, Reads, bomb_png, missing_requirement
 
 BY_NAME = {entry.name: entry for entry in CATALOGUE}
 

@@ -37,8 +37,14 @@ def _study_auc_from_predictions(report_dir) -> float:
     return roc_auc_score(labels, probs)
 
 
-def test_phantom_model_reaches_study_auc_095(phantom_run, tmp_path) -> None:
-    metrics, report = evaluate_run(phantom_run.run, split="valid", out=tmp_path / "eval", n_boot=200)
+@pytest.fixture(scope="module")
+def valid_evaluation(phantom_run, tmp_path_factory):
+    """The true-label model evaluated on the valid split once for the tests that read it."""
+    return evaluate_run(phantom_run.run, split="valid", out=tmp_path_factory.mktemp("eval"), n_boot=200)
+
+
+def test_phantom_model_reaches_study_auc_095(valid_evaluation) -> None:
+    metrics, report = valid_evaluation
     auc = metrics["study_level"]["metrics"]["auc"]
     assert auc >= 0.95, f"study-level AUC on phantom valid = {auc:.3f}"
     assert auc == pytest.approx(_study_auc_from_predictions(report), abs=1e-9)
@@ -98,9 +104,9 @@ def test_threshold_was_chosen_on_the_holdout_not_valid(phantom_run) -> None:
     assert not holdout & valid_patients
 
 
-def test_predictor_matches_evaluation_path(phantom_run, tmp_path) -> None:
+def test_predictor_matches_evaluation_path(phantom_run, valid_evaluation) -> None:
     """CLI/app preprocessing (decode each file) and the training cache give the same inputs."""
-    metrics, report = evaluate_run(phantom_run.run, split="valid", out=tmp_path / "eval", n_boot=10)
+    _, report = valid_evaluation
     with (report / "predictions.csv").open() as handle:
         rows = list(csv.DictReader(handle))[:24]
     predictor = Predictor.from_checkpoint(phantom_run.run, device="cpu")
