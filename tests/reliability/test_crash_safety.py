@@ -21,6 +21,7 @@ import torch
 from fracturescan.models import build_model
 from fracturescan.models import checkpoint as ckpt_module
 from fracturescan.models import load_checkpoint, save_checkpoint
+from fracturescan import fileio
 from fracturescan.training import callbacks
 from fracturescan.training.callbacks import atomic_torch_save, write_history
 
@@ -118,7 +119,7 @@ def test_atomic_torch_save_keeps_old_file_when_rename_fails(tmp_path: Path,
     def crash(src: object, dst: object) -> None:
         raise _Crash
 
-    monkeypatch.setattr(callbacks.os, "replace", crash)
+    monkeypatch.setattr(fileio.os, "replace", crash)
     with pytest.raises(_Crash):
         atomic_torch_save({"epoch": 2, "w": torch.zeros(5)}, target)
     monkeypatch.undo()
@@ -129,7 +130,7 @@ def test_atomic_torch_save_keeps_old_file_when_rename_fails(tmp_path: Path,
 
 def test_atomic_torch_save_keeps_old_file_when_write_dies(tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    """A crash half-way through torch.save leaves a partial .tmp, never a partial last.pt."""
+    """A crash half-way through torch.save never leaves a partial last.pt (nor its temp file)."""
     target = tmp_path / "last.pt"
     atomic_torch_save({"epoch": 1}, target)
     before = target.read_bytes()
@@ -148,7 +149,7 @@ def test_atomic_torch_save_keeps_old_file_when_write_dies(tmp_path: Path,
     # The next save (what --resume does) replaces the stale temp file.
     atomic_torch_save({"epoch": 3}, target)
     assert torch.load(target, weights_only=True)["epoch"] == 3
-    assert not (tmp_path / "last.pt.tmp").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]  # no temp file left behind
 
 
 def test_history_rewrite_keeps_old_file_when_rename_fails(tmp_path: Path,
@@ -156,7 +157,7 @@ def test_history_rewrite_keeps_old_file_when_rename_fails(tmp_path: Path,
     target = tmp_path / "history.csv"
     write_history(target, [{"epoch": 1, "train_loss": 0.5}])
     before = target.read_text()
-    monkeypatch.setattr(callbacks.os, "replace", lambda *a: (_ for _ in ()).throw(_Crash()))
+    monkeypatch.setattr(fileio.os, "replace", lambda *a: (_ for _ in ()).throw(_Crash()))
     with pytest.raises(_Crash):
         write_history(target, [{"epoch": 1, "train_loss": 0.5}, {"epoch": 2, "train_loss": 0.4}])
     monkeypatch.undo()
