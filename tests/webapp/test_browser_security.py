@@ -129,8 +129,8 @@ def test_stolen_session_id_upload_route_and_idle_screen(server: str, engine) -> 
             thief = thief_ctx.new_page()
             thief.goto(server)
             thief.get_by_text("resumed from another browser").wait_for(timeout=30_000)
-            assert thief.get_by_text("Signed in as").count() == 0
-            assert thief.get_by_role("button", name="Log in").count() == 1
+            thief.get_by_role("button", name="Log in").wait_for(timeout=30_000)  # drawn after the notice
+            sync_api.expect(thief.get_by_text("Signed in as")).to_have_count(0, timeout=10_000)
             for ctx in (doctor_ctx, visitor_ctx, thief_ctx):
                 ctx.close()
 
@@ -140,7 +140,7 @@ def test_stolen_session_id_upload_route_and_idle_screen(server: str, engine) -> 
             _login(idle, server)
             start = time.monotonic()
             idle.get_by_text("expired after inactivity").wait_for(timeout=60_000)
-            assert idle.get_by_text("Analyse a study").count() == 0
+            sync_api.expect(idle.get_by_text("Analyse a study")).to_have_count(0, timeout=10_000)  # stale parts go
             assert time.monotonic() - start < IDLE_MINUTES * 60 + 30
             idle_ctx.close()
         finally:
