@@ -4,12 +4,14 @@ one line and leave the checkpoint as it was."""
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from typer.testing import CliRunner
 
 from fracturescan.cli.main import app
@@ -50,6 +52,22 @@ def test_an_old_checkpoint_gains_all_three(checkpoint: Path, tmp_path: Path) -> 
     assert after.rule.points.low <= after.threshold <= after.rule.points.high
     shown = runner.invoke(app, ["predict", str(checkpoint), str(tmp_path / "site" / "s0")])
     assert shown.exit_code == 0 and "category" in shown.output and "no calibration" not in shown.output
+    # A study holding a site view and a noise image: the noise is flagged and left out unless insisted on.
+    study = tmp_path / "mixed" / "study1"
+    study.mkdir(parents=True)
+    (study / "view.png").write_bytes((tmp_path / "site" / "s0" / "v0.png").read_bytes())
+    noise = np.random.default_rng(0).integers(0, 256, (60, 50), dtype=np.uint8)
+    Image.fromarray(noise, mode="L").save(study / "noise.png")
+    counted = {}
+    for flag in ([], ["--include-flagged"]):
+        out = runner.invoke(app, ["predict", str(checkpoint), str(study), "--study-per-folder",
+                                  "--csv", str(tmp_path / "p.csv"), *flag])
+        assert out.exit_code == 0, out.output
+        rows = list(csv.DictReader((tmp_path / "p.csv").open(encoding="utf-8")))
+        noise_row = next(r for r in rows if r["path"].endswith("noise.png"))
+        assert "not like the training data" in noise_row["flags"]
+        counted[bool(flag)] = next(int(r["n_images"]) for r in rows if r["level"] == "study")
+    assert counted == {False: 1, True: 2}
 
 
 @pytest.mark.parametrize("labels, message", [

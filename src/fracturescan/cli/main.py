@@ -203,6 +203,8 @@ def predict(
     device: str = typer.Option("auto", help="auto, cpu, cuda."),
     backend: str = typer.Option("auto", help="auto (ONNX Runtime when exported, on CPU), torch or onnx."),
     tta: bool = typer.Option(False, "--tta", help=_TTA_HELP),
+    include_flagged: bool = typer.Option(False, "--include-flagged", help="Count images the input guard or their "
+                                         "DICOM header flagged in their study's probability anyway."),
 ) -> None:
     """Per-image and per-study probability of abnormality and decision."""
     from ..data.inputs import collect_inputs
@@ -210,7 +212,7 @@ def predict(
 
     inputs = collect_inputs(paths, study_per_folder=study_per_folder)  # before loading the model
     predictor = Predictor.from_checkpoint(model, device=device, backend=backend, tta=tta)
-    images, studies = predictor.predict_paths(inputs)
+    images, studies = predictor.predict_paths(inputs, include_flagged=include_flagged)
     typer.echo(f"Grouping: {inputs.describe()}")
     output.echo_predictions(predictor, images, studies)
     if csv_out:

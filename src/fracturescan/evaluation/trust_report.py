@@ -151,8 +151,13 @@ def decision_rule_blocks(block: dict[str, Any]) -> list[tuple]:
     rows = [[f"{level} level, {name}", _fmt(block[f"{level}_level"][name]["ece"],
                                             block[f"{level}_level"][name]["ece_ci95"])]
             for level in ("image", "study") for name in ("uncalibrated", "calibrated")]
-    out += [("h3", f"Calibration (temperature {block['temperature']:.3f})"),
-            ("table", ["Probabilities", f"ECE ({block['n_bins']} bins) [95% CI]"], rows),
+    out.append(("h3", f"Calibration (temperature {block['temperature']:.3f})"))
+    cal = block.get("calibration") or {}
+    if cal.get("cv_nll_scaled") is not None:
+        kept = "kept" if cal["temperature"] != 1.0 else "not kept (T = 1)"
+        out.append(("p", f"Fitted on {cal['fitted_on']}; scaling {kept}: 10-fold cross-validated NLL "
+                         f"{cal['cv_nll_scaled']:.4f} with scaling vs {cal['cv_nll_identity']:.4f} without."))
+    out += [("table", ["Probabilities", f"ECE ({block['n_bins']} bins) [95% CI]"], rows),
             ("img", block["figure"], "Reliability before and after temperature scaling")]
     if "levels" in block:
         lv, pts = block["levels"], block["operating_points"]

@@ -24,6 +24,7 @@ from fracturescan.store.users import UserInfo
 log = logging.getLogger(__name__)
 
 _RESULT = "doctor_analysis"
+_INCLUDE_FLAGGED = "doctor_include_flagged"
 _ROUTE = "doctor_route"
 _SOURCE = "doctor_source"  # (uploads, model) of the shown analysis, for its DICOM results
 _DICOM_ZIP = "doctor_dicom_zip"
@@ -123,7 +124,8 @@ def _run_analysis(engine: Engine, user: UserInfo, choice: ModelChoice, predictor
     with st.spinner("Analysing…"):
         # Decodes on this session's thread; scoring waits for the model thread.
         analysis = analyse_and_record(engine, user, choice, predictor, threshold, uploads,
-                                      store_pixels=store_pixels, max_bytes=int(max_upload_mb * 1_000_000))
+                                      store_pixels=store_pixels, max_bytes=int(max_upload_mb * 1_000_000),
+                                      include_flagged=bool(st.session_state.get(_INCLUDE_FLAGGED, False)))
     st.session_state[_RESULT] = analysis
     st.session_state[_SOURCE] = (uploads, choice)
 
@@ -232,6 +234,9 @@ def render(engine: Engine, user: UserInfo, choice: ModelChoice | None, predictor
                              help=f"At most {max_upload_mb:g} MB per file.",
                              max_upload_size=max(1, math.ceil(max_upload_mb)))
     part = _part_selector(engine, models) if load is not None else None
+    st.checkbox("Count images flagged as unlike the training data in the study anyway", key=_INCLUDE_FLAGGED,
+                help="Flagged images (input guard, or a DICOM header naming another modality or body part) "
+                     "are shown but left out of the study probability unless this is ticked.")
     if st.button("Analyse images", type="primary", disabled=not files, width="stretch"):
         _clear_result()
         route = _route(engine, models, files, part) if load is not None else None
