@@ -75,3 +75,19 @@ def test_login_page_tells_a_first_admin_where_the_password_is(app_env, monkeypat
     assert one_time not in texts(at)
     login(at, "admin", one_time)
     assert "First start" not in texts(new_app())  # once someone has signed in, the hint goes
+
+
+def test_a_broken_active_model_shows_one_line_without_paths(engine, models_dir: Path, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from fracturescan.store import settings
+
+    own = tmp_path / "secret-folder"
+    shutil.copytree(models_dir / "run_b", own / "run_b")
+    weights = own / "run_b" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-10] + b"0123456789")  # tampered: SHA-256 differs
+    monkeypatch.setenv(ENV_MODELS_DIR, str(own))
+    settings.set_setting(engine, settings.ACTIVE_MODEL, "run_b", actor="admin")  # the admin chose it
+    at = login(new_app(), "drsmith", DOCTOR_PASSWORD)
+    assert not at.exception
+    assert "run\\_b could not be loaded" in texts(at) and "Model & settings" in texts(at)
+    assert str(tmp_path) not in texts(at) and "secret-folder" not in texts(at)

@@ -65,7 +65,9 @@ def app_command(models: Optional[Path] = _MODELS, model: Optional[list[Path]] = 
                     "--server.headless", "true", "--browser.gatherUsageStats", "false",
                     "--server.fileWatcherType", "none", "--client.toolbarMode", "viewer",
                     # The login is bound to the browser's XSRF cookie (webapp/auth.py): keep it on.
-                    "--server.enableXsrfProtection", "true"]
+                    "--server.enableXsrfProtection", "true",
+                    # An unexpected error shows no traceback (server paths) in the browser; it is logged.
+                    "--client.showErrorDetails", "none"]
     typer.echo(f"fracturescan app on http://{host}:{port} (database {shown(config.db_url)})")
     # The database and the first admin exist before anyone opens the page; a one-time password
     # is printed here, on the terminal of whoever started the server, never logged.

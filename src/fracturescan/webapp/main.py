@@ -20,7 +20,9 @@ from fracturescan.store.audit import log_event
 from fracturescan.store.users import UserInfo
 
 from fracturescan.appconfig import AppConfig
-from fracturescan.service import active_model, active_threshold, discover_models
+from fracturescan.errors import CheckpointError
+from fracturescan.inference import Predictor
+from fracturescan.service import ModelChoice, active_model, active_threshold, discover_models
 
 from . import admin, apikeys_page, auth, doctor, monitoring_page, upload_guard
 from .resources import engine_for, predictor_for
@@ -91,15 +93,26 @@ def _render_page(key: str, engine: Engine, user: UserInfo, config: AppConfig) ->
             st.header("My account")
         renderers[key]()
         return
-    predictor = None
-    if choice is not None:
-        with st.spinner("Loading the model…"):
-            predictor = predictor_for(str(choice.path), choice.metadata.sha256)
+    predictor = _loaded(choice) if choice is not None else None
     doctor.render(engine, user, choice, predictor,
                   active_threshold(engine, choice) if choice else 0.5,
                   bool(settings.get_setting(engine, settings.STORE_PIXELS, False)),
                   max_upload_mb=config.max_upload_mb, models=models,
-                  load=lambda c: (predictor_for(str(c.path), c.metadata.sha256), active_threshold(engine, c)))
+                  load=lambda c: (_loaded(c), active_threshold(engine, c)))
+
+
+def _loaded(choice: ModelChoice) -> Predictor:
+    """The loaded model; if its files fail verification, one line for the user (the reason, which
+    names server paths, goes to the log and the admin's model page) and the run stops there."""
+    try:
+        with st.spinner("Loading the model…"):
+            return predictor_for(str(choice.path), choice.metadata.sha256)
+    except CheckpointError as exc:
+        log.error("model %s could not be loaded: %s", choice.model_id, exc)
+        st.error(f"The model {doctor.plain(choice.model_id)} could not be loaded (its files fail verification). "
+                 "An administrator sees why on the Model & settings page and can choose another model.")
+        st.stop()
+        raise  # not reached: st.stop() ends the run
 
 
 def run(config: AppConfig | None = None) -> None:
