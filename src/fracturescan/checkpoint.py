@@ -128,6 +128,17 @@ class Checkpoint:
 
         return tuple(Checkpoint(folder, meta) for _, folder, meta in member_checkpoints(self.directory, self.metadata))
 
+    def weight_files(self) -> list[tuple[Path, str]]:
+        """(weights file, the SHA-256 its metadata records) for every network this checkpoint
+        loads: its own ``model.safetensors``, or each ensemble member's.
+
+        Raises:
+            CheckpointError: an ensemble's member list does not check out (see :attr:`members`).
+        """
+        if self.is_ensemble:
+            return [item for member in self.members for item in member.weight_files()]
+        return [(self.path(MODEL_FILE), self.metadata.sha256)]
+
     def load_model(self, device: torch.device | str = "cpu") -> "FractureNet | EnsembleNet":
         """The network with this checkpoint's verified weights, in eval mode on ``device`` (for an
         ensemble, an :class:`~fracturescan.models.ensemble.EnsembleNet` of its members).

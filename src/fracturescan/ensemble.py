@@ -83,8 +83,8 @@ class Member:
 def member_temperature(meta: CheckpointMetadata) -> float:
     """The member's calibration temperature (``calibration.temperature`` in its metadata), 1.0
     when it has none (an uncalibrated member's probabilities are averaged as they are)."""
-    calibration = getattr(meta, "calibration", None) or meta.extra.get("calibration")
-    value = calibration.get("temperature") if isinstance(calibration, dict) else getattr(calibration, "temperature", None)
+    calibration = meta.calibration
+    value = calibration.get("temperature") if isinstance(calibration, dict) else None
     try:
         temperature = float(value) if value is not None else 1.0
     except (TypeError, ValueError):

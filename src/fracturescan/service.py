@@ -33,7 +33,7 @@ from fracturescan.errors import FracturescanError, ImageReadError
 from fracturescan.explain import METHOD_LABELS, caption_lines, explain_image, overlay
 from fracturescan.explain.overlay import captioned_figure
 from fracturescan.inference import Predictor
-from fracturescan.models.checkpoint import MODEL_FILE, verify_file
+from fracturescan.models.checkpoint import verify_file
 from fracturescan.models.metadata import CheckpointMetadata
 from fracturescan.notices import INTENDED_USE, heatmap_caption  # noqa: F401  (re-exported for the front ends)
 
@@ -125,13 +125,21 @@ class ModelChoice:
     @property
     def problem(self) -> str | None:
         """Why this checkpoint's weights cannot be used (missing, or not the SHA-256 recorded in
-        its metadata), or None when they verify. Hashed once per file state, then cached."""
-        weights = self.path / MODEL_FILE
+        its metadata), or None when they verify. Hashed once per file state, then cached. An
+        ensemble's members are each checked."""
         try:
-            stat = weights.stat()
-        except OSError as exc:
-            return f"{weights} cannot be read ({exc.strerror or exc})"
-        return _weights_problem(weights, stat.st_mtime_ns, stat.st_size, self.metadata.sha256)
+            files = self.checkpoint.weight_files()
+        except FracturescanError as exc:
+            return str(exc)
+        for weights, expected in files:
+            try:
+                stat = weights.stat()
+            except OSError as exc:
+                return f"{weights} cannot be read ({exc.strerror or exc})"
+            problem = _weights_problem(weights, stat.st_mtime_ns, stat.st_size, expected)
+            if problem:
+                return problem
+        return None
 
 
 @functools.lru_cache(maxsize=256)

@@ -69,7 +69,11 @@ def test_probability_is_the_mean_of_the_members(member_runs, ensemble_dir: Path)
 def test_calibrated_members_are_averaged_calibrated(member_runs, tmp_path: Path) -> None:
     """A member carrying a temperature contributes sigmoid(logit / T)."""
     a = shutil.copytree(member_runs[0], tmp_path / "a")
-    update_metadata(a / "best", extra={"calibration": {"temperature": 2.5, "method": "temperature scaling"}})
+    from fracturescan.evaluation.temperature import Calibration
+
+    fitted = Calibration(temperature=2.5, fitted_on="a test", n_images=10, n_studies=5, n_abnormal_images=4,
+                         nll_before=0.7, nll_after=0.6)
+    update_metadata(a / "best", calibration=fitted.to_dict())
     ens = build_ensemble([a, member_runs[1]], tmp_path / "ens")
     assert [m.temperature for m in members_of(read_metadata(ens))] == [2.5, 1.0]
     x = inputs(read_metadata(ens))

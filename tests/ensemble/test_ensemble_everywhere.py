@@ -115,6 +115,11 @@ def test_model_discovery_lists_ensembles_beside_runs(member_runs, ensemble_dir: 
     found = {m.model_id: m for m in discover_models(models)}
     assert set(found) == {"a", "b", "ens"}
     assert found["ens"].metadata.arch == "ensemble" and "ensemble of 2 models" in found["ens"].model_card()
+    assert found["ens"].problem is None  # every member's weights verified
+    weights = models / "ens" / "members" / "1-b" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1] + b"\0")
+    problem = {m.model_id: m for m in discover_models(models)}["ens"].problem
+    assert problem is not None and "1-b" in problem and "does not match the SHA-256" in problem
 
 
 def test_a_mixed_architecture_ensemble_works(member_runs, tmp_path: Path) -> None:

@@ -95,6 +95,8 @@ def echo_predictions(predictor: "Predictor", images: list["ImagePrediction"], st
               if rule.points else "")
     typer.echo(f"threshold {predictor.threshold:.3f}{points}"
                + ("" if rule.calibration else " (uncalibrated probabilities)"))
+    if predictor.tta is not None:
+        typer.echo(predictor.tta.describe())
     typer.echo(table(["image", "probability", "decision", "category", "note"],
                      [(i.path, i.probability, _decision(i.abnormal), i.level, i.error or "; ".join(i.flags))
                       for i in images]))
