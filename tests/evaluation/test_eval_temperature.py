@@ -8,7 +8,7 @@ import pytest
 from fracturescan.errors import DatasetError
 from fracturescan.evaluation.calibration import expected_calibration_error
 from fracturescan.evaluation.temperature import (Calibration, apply_temperature, fit_temperature,
-                                                 logits_from_probabilities, nll)
+                                                 logits_from_probabilities, nll, platt_targets)
 
 
 def _overconfident(n: int, factor: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -31,7 +31,7 @@ def test_matches_a_brute_force_search_and_improves_ece() -> None:
     logits, y = _overconfident(400, 0.4, seed=3)  # underconfident this time
     cal = fit_temperature(logits, y, fitted_on="simulation")
     grid = np.exp(np.linspace(-3, 3, 6001))
-    best = grid[np.argmin([nll(logits, y, t) for t in grid])]
+    best = grid[np.argmin([nll(logits, platt_targets(y), t) for t in grid])]
     assert cal.temperature == pytest.approx(best, rel=2e-3)
     before = expected_calibration_error(y, apply_temperature(logits))
     after = expected_calibration_error(y, apply_temperature(logits, cal.temperature))
@@ -47,6 +47,20 @@ def test_scaling_is_kept_only_when_it_wins_on_held_out_studies() -> None:
         kept_identity += cal.temperature == 1.0
         assert cal.nll_after == pytest.approx(nll(logits, y, cal.temperature))
     assert kept_identity >= 1  # noise alone does not always earn a temperature
+
+
+def test_a_separable_hold_out_does_not_drive_probabilities_to_0_and_1() -> None:
+    rng = np.random.default_rng(4)
+    y = np.r_[np.zeros(40, int), np.ones(30, int)]
+    logits = np.where(y == 1, rng.uniform(2, 9, 70), rng.uniform(-9, -2, 70))  # perfectly separated
+    grid = np.exp(np.linspace(-4, 4, 8001))
+    plain = grid[np.argmin([nll(logits, y, t) for t in grid])]
+    assert plain == grid[0]  # plain 0/1 targets: T collapses to the search bound
+    cal = fit_temperature(logits, y, fitted_on="simulation", study_ids=np.arange(70))
+    smoothed = grid[np.argmin([nll(logits, platt_targets(y), t) for t in grid])]
+    assert cal.temperature in (1.0, pytest.approx(smoothed, rel=2e-3))
+    p = apply_temperature(logits, cal.temperature)
+    assert 1e-6 < p.min() and p.max() < 1 - 1e-6
 
 
 def test_nll_and_sigmoid_agree_with_direct_formulas() -> None:

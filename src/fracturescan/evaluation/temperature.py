@@ -23,7 +23,7 @@ from numpy.typing import ArrayLike
 
 from fracturescan.errors import DatasetError
 
-__all__ = ["Calibration", "apply_temperature", "fit_temperature", "logits_from_probabilities", "nll"]
+__all__ = ["Calibration", "apply_temperature", "fit_temperature", "logits_from_probabilities", "nll", "platt_targets"]
 
 #: Folds (of whole studies) for checking that scaling helps on data it was not fitted on.
 CV_FOLDS = 10
@@ -114,10 +114,11 @@ def _check(logits: ArrayLike, y: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
 
 def fit_temperature(logits: ArrayLike, y: ArrayLike, *, fitted_on: str, study_ids: ArrayLike | None = None,
                     data_fingerprint: str | None = None) -> Calibration:
-    """Fit ``T`` minimising the mean NLL of ``y`` under ``sigmoid(logits / T)``, keeping it only
-    when it also wins under cross-validation.
+    """Fit ``T`` minimising the mean cross-entropy of Platt's smoothed targets for ``y`` under
+    ``sigmoid(logits / T)``, keeping it only when it also wins under cross-validation (judged by
+    the NLL of the true labels).
 
-    The NLL is convex in ``1 / T`` for fixed logits, so a bounded scalar search on ``log T`` finds
+    The loss is convex in ``1 / T`` for fixed logits, so a bounded scalar search on ``log T`` finds
     the global minimum. ``study_ids`` (one per image) make the cross-validation folds whole
     studies: the fitted ``T`` is kept when the mean held-out NLL with ``T`` refitted on the other
     folds beats ``T = 1``; otherwise the temperature is 1 (the raw probabilities are kept).
@@ -143,11 +144,22 @@ def fit_temperature(logits: ArrayLike, y: ArrayLike, *, fitted_on: str, study_id
     )
 
 
+def platt_targets(labels: np.ndarray) -> np.ndarray:
+    """Platt's (1999) smoothed targets: ``(N+ + 1) / (N+ + 2)`` for abnormal, ``1 / (N- + 2)`` for
+    normal cases. With plain 0/1 targets a hold-out the model separates perfectly drives ``T``
+    towards 0 (every probability 0 or 1); these keep the fit finite and honest about sample size."""
+    n_pos = float(labels.sum())
+    n_neg = float(labels.size - n_pos)
+    return np.where(labels == 1, (n_pos + 1) / (n_pos + 2), 1 / (n_neg + 2))
+
+
 def _best_temperature(z: np.ndarray, labels: np.ndarray) -> float:
-    """``T`` minimising the mean NLL (convex in ``1 / T``, so the bounded search finds the minimum)."""
+    """``T`` minimising the mean cross-entropy against :func:`platt_targets` (convex in ``1 / T``,
+    so the bounded search finds the minimum)."""
     from scipy.optimize import minimize_scalar
 
-    result = minimize_scalar(lambda log_t: nll(z, labels, math.exp(log_t)), bounds=_LOG_T_BOUNDS,
+    targets = platt_targets(labels)
+    result = minimize_scalar(lambda log_t: nll(z, targets, math.exp(log_t)), bounds=_LOG_T_BOUNDS,
                              method="bounded", options={"xatol": 1e-6})
     return float(math.exp(result.x))
 
