@@ -431,7 +431,7 @@ def analyse_and_record(engine: "Engine", user: "UserInfo", choice: ModelChoice, 
 
     analysis, pixels = analyse_uploads(predictor, uploads, threshold, keep_pixels=store_pixels,
                                        max_bytes=max_bytes, heatmaps=heatmaps, include_flagged=include_flagged)
-    records = [ImageRecord(i.sha256, i.file_type, i.probability, i.dicom_info, pixels.get(i.sha256))
+    records = [ImageRecord(i.sha256, i.file_type, i.probability, i.dicom_info, pixels.get(i.sha256), i.flags)
                for i in analysis.readable]
     if records:
         model = ModelRecord(choice.model_id, choice.version, choice.metadata.sha256, choice.metadata.synthetic)

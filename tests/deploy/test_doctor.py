@@ -59,7 +59,7 @@ def test_a_sound_installation_passes_and_the_probe_leaves_no_row(db_url: str, mo
     assert checks["TLS in front"][0] == WARN  # no --url: cannot tell
     assert checks["database"] == (OK, checks["database"][1]) and "writable" in checks["database"][1]
     assert checks["append-only triggers"][0] == OK
-    assert checks["schema"] == (OK, "revision 0002 (current)")
+    assert checks["schema"] == (OK, "revision 0003 (current)")
     assert checks["model run_a"][0] == OK and "SYNTHETIC" in checks["model run_a"][1]
     assert checks["disk space"][0] == OK
     assert _events(db_url) == before
@@ -144,7 +144,7 @@ def test_outdated_schema_fails(db_url: str, models: Path) -> None:
     with sqlite3.connect(db_url.removeprefix("sqlite:///")) as conn:
         conn.execute("UPDATE alembic_version SET version_num = '0001'")
     status, detail = _by_name(run_checks(db_url, models))["schema"]
-    assert status == FAIL and "revision 0001, this fracturescan needs 0002" in detail and "db upgrade" in detail
+    assert status == FAIL and "revision 0001, this fracturescan needs 0003" in detail and "db upgrade" in detail
 
 
 def test_probe_catches_a_replace_that_overwrites(db_url: str) -> None:

@@ -119,10 +119,13 @@ def _contents(url: str) -> dict[str, list[tuple]]:
         engine.dispose()
 
 
-def _without_expiry(contents: dict[str, list[tuple]]) -> dict[str, list[tuple]]:
-    """The upgraded api_keys rows without the column the upgrade added (the last one)."""
+def _without_added_columns(contents: dict[str, list[tuple]]) -> dict[str, list[tuple]]:
+    """The upgraded rows without the columns the upgrade added (the last one of api_keys, 0002,
+    and of audit_images, 0003)."""
     assert all(row[-1] is None for row in contents["api_keys"])  # old keys keep never expiring
-    return {**contents, "api_keys": [row[:-1] for row in contents["api_keys"]]}
+    assert all(row[-1] is None for row in contents["audit_images"])  # old images: flags not recorded
+    return {**contents, "api_keys": [row[:-1] for row in contents["api_keys"]],
+            "audit_images": [row[:-1] for row in contents["audit_images"]]}
 
 
 def _check_upgrade_keeps_every_row(url: str, capsys: pytest.CaptureFixture) -> None:
@@ -131,18 +134,18 @@ def _check_upgrade_keeps_every_row(url: str, capsys: pytest.CaptureFixture) -> N
 
     _old_database(url)
     before = _contents(url)
-    with pytest.raises(SchemaError, match="this fracturescan needs 0002.*fracturescan db upgrade"):
+    with pytest.raises(SchemaError, match="this fracturescan needs 0003.*fracturescan db upgrade"):
         make_engine(url)  # the services refuse to start on the old schema
     assert main(["db", "upgrade", "--db", url]) == 0
-    assert "from revision 0001 to 0002 (recognised a database from before schema versioning)" in capsys.readouterr().out
-    assert _without_expiry(_contents(url)) == before
+    assert "from revision 0001 to 0003 (recognised a database from before schema versioning)" in capsys.readouterr().out
+    assert _without_added_columns(_contents(url)) == before
     engine = make_engine(url)  # starts now
     assert authenticate_key(engine, OLD_KEY).username == "drsmith"  # the old key still works
     status = check_database(engine)
     assert status.writable and status.refuses_changes and not status.unprotected
     engine.dispose()
     assert main(["db", "upgrade", "--db", url]) == 0
-    assert "already at revision 0002" in capsys.readouterr().out
+    assert "already at revision 0003" in capsys.readouterr().out
 
 
 def _check_migrations_match_the_models(url: str) -> None:

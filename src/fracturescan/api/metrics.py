@@ -20,7 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from fracturescan.monitoring import daily_trend, decision_counts, holdout_abnormal_share
+from fracturescan.monitoring import daily_trend, decision_counts, holdout_abnormal_share, holdout_guard_flag_share
 
 #: Latency buckets in seconds: a health check takes milliseconds, a study with heatmaps seconds.
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -78,7 +78,8 @@ class AuditCollector(Collector):
         self.active = active  # () -> ModelChoice | None
 
     def collect(self) -> Iterable[Any]:
-        """Analyses by decision, the model in use, today's and the hold-out's abnormal share."""
+        """Analyses by decision, the model in use, and the abnormal and flagged shares (today,
+        7 days, hold-out)."""
         analyses = CounterMetricFamily("fracturescan_analyses", "Analyses recorded in the audit trail.",
                                        labels=("model_id", "decision"))
         for (model_id, abnormal), count in sorted(decision_counts(self.engine).items()):
@@ -93,18 +94,24 @@ class AuditCollector(Collector):
         shares = GaugeMetricFamily("fracturescan_abnormal_share", "Share of analyses decided abnormal: today "
                                    "(UTC) and the last 7 days for the model in use, and its hold-out share.",
                                    labels=("window",))
-        guard = GaugeMetricFamily("fracturescan_input_guard_flag_share", "Share of analyses whose input the "
-                                  "input guard flagged (0 until the guard records flags).", labels=("window",))
+        guard = GaugeMetricFamily(
+            "fracturescan_input_guard_flag_share", "Share of analysed images flagged as not to be trusted "
+            "(DICOM header or input guard): today (UTC) and the last 7 days for the model in use, and "
+            "the share of its hold-out images its input guard flagged as recorded in the checkpoint "
+            "(else 1 - keep, 5% by construction; absent without an input guard).", labels=("window",))
         if choice is not None:
             trend = daily_trend(self.engine, days=7, model_id=choice.model_id)
             week_total = sum(day.analyses for day in trend)
-            for window, value, flags in (
-                    ("today", trend[-1].abnormal_share, trend[-1].guard_flag_share),
-                    ("7d", sum(d.abnormal for d in trend) / week_total if week_total else None,
-                     sum(d.guard_flags for d in trend) / week_total if week_total else None)):
+            week_images = sum(day.images for day in trend)
+            for window, value in (("today", trend[-1].abnormal_share),
+                                  ("7d", sum(d.abnormal for d in trend) / week_total if week_total else None)):
                 if value is not None:
                     shares.add_metric((window,), value)
-                    guard.add_metric((window,), flags or 0.0)
+            for window, value in (("today", trend[-1].guard_flag_share),
+                                  ("7d", sum(d.guard_flags for d in trend) / week_images if week_images else None),
+                                  ("holdout", holdout_guard_flag_share(choice.metadata.guard))):
+                if value is not None:
+                    guard.add_metric((window,), value)
             expected = holdout_abnormal_share(choice.metadata.metrics)
             if expected is not None:
                 shares.add_metric(("holdout",), expected)

@@ -29,6 +29,8 @@ class ImageRecord:
     probability: float
     dicom_info: dict[str, Any] | None = None
     pixels_png: bytes | None = None
+    #: Why the image is not trusted (:attr:`fracturescan.decision.ImageDecision.flags`).
+    flags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -66,9 +68,14 @@ def record_analysis(engine: Engine, user: UserInfo, model: ModelRecord, threshol
                 study_id=study.id, position=position, sha256=image.sha256, file_type=image.file_type,
                 dicom_info=json.dumps(image.dicom_info, sort_keys=True) if image.dicom_info else None,
                 probability=image.probability, abnormal=image.probability >= threshold,
-                pixels_png=image.pixels_png,
+                pixels_png=image.pixels_png, guard_flags=json.dumps(list(image.flags)),
             ))
         return study.id
+
+
+def image_flags(image: AuditImage) -> list[str]:
+    """The flags recorded with an audited image ([] also for rows from before they were recorded)."""
+    return json.loads(image.guard_flags) if image.guard_flags else []
 
 
 class FeedbackNotAllowed(PermissionError):
@@ -98,7 +105,7 @@ AUDIT_COLUMNS = (
     "study_id", "created_at_utc", "username", "model_id", "model_version", "model_sha256",
     "synthetic_model", "threshold", "n_images", "study_probability", "study_abnormal",
     "image_position", "image_sha256", "file_type", "image_probability", "image_abnormal",
-    "pixels_stored", "feedback",
+    "pixels_stored", "image_flags", "feedback",
 )
 
 
@@ -139,7 +146,8 @@ def audit_rows(engine: Engine, *, since: datetime | None = None, username: str |
                 s.model_version, s.model_sha256, s.synthetic_model, s.threshold, s.n_images,
                 round(s.study_probability, 6), s.abnormal, image.position, image.sha256,
                 image.file_type, round(image.probability, 6), image.abnormal,
-                image.pixels_png is not None, _feedback_text(notes.get(s.id, [])),
+                image.pixels_png is not None, "; ".join(image_flags(image)),
+                _feedback_text(notes.get(s.id, [])),
             ))))
     return out
 

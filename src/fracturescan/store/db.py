@@ -133,7 +133,7 @@ class AuditStudy(Base):
 
 
 class AuditImage(Base):
-    """One image of an analysed study: its SHA-256, probability and decision (no file name)."""
+    """One image of an analysed study: its SHA-256, probability, decision and flags (no file name)."""
 
     __tablename__ = "audit_images"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -147,6 +147,9 @@ class AuditImage(Base):
     abnormal: Mapped[bool] = mapped_column(Boolean)
     # The decoded pixels as 8-bit PNG, only when the admin enabled storing them.
     pixels_png: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    # Why the image was not trusted (DICOM header, input guard), a JSON list of the fixed reason
+    # texts ("[]": not flagged); NULL in rows written before the column existed (revision 0003).
+    guard_flags: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class Feedback(Base):
