@@ -27,10 +27,10 @@ def calibrated(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return checkpoint
 
 
-def _mr_dicom() -> bytes:
+def _dicom_of_modality(modality: str = "MR") -> bytes:
     pydicom = pytest.importorskip("pydicom")
     ds = pydicom.dcmread(io.BytesIO(as_wrist_dicom(hand())))
-    ds.Modality = "MR"
+    ds.Modality = modality
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()
@@ -50,7 +50,7 @@ def test_predict_shows_levels_and_leaves_a_non_radiograph_out(make_client, calib
     assert model["missing"] == [] and model["calibrated"] and model["input_guard"]
     low, high = model["operating_points"]["low"], model["operating_points"]["high"]
     site_view = (calibrated.parent.parent / "site" / "s0" / "v0.png").read_bytes()  # like the site's images
-    files = [("files", ("view.png", site_view, "image/png")), ("files", ("mr.dcm", _mr_dicom(), "application/dicom"))]
+    files = [("files", ("view.png", site_view, "image/png")), ("files", ("mr.dcm", _dicom_of_modality(), "application/dicom"))]
     body = client.post("/v1/predict", headers=auth(doctor_key), files=files).json()
     png, mr = body["images"]
     assert any("Modality is MR" in f for f in mr["flags"]) and not mr["used_in_study"]
@@ -64,3 +64,47 @@ def test_predict_shows_levels_and_leaves_a_non_radiograph_out(make_client, calib
     insisted = client.post("/v1/predict?include_flagged=true", headers=auth(doctor_key), files=files).json()
     assert insisted["study"]["n_images"] == 2
     assert math.isclose(insisted["study"]["probability"], (png["probability"] + mr["probability"]) / 2, rel_tol=1e-9)
+
+
+def test_flagged_images_reach_the_audit_trail_and_the_drift_metric(make_client, calibrated: Path, engine,
+                                                                   doctor_key: str) -> None:
+    import hashlib
+    import json
+
+    from prometheus_client.parser import text_string_to_metric_families
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from fracturescan.monitoring import daily_trend
+    from fracturescan.store.apikeys import create_key
+    from fracturescan.store.audit import audit_rows
+    from fracturescan.store.db import AuditImage
+
+    client = make_client((calibrated,))
+    site_view = (calibrated.parent.parent / "site" / "s0" / "v0.png").read_bytes()
+    ct = _dicom_of_modality("CT")  # flagged from its header
+    answers = []
+    for files in ([("files", ("view.png", site_view, "image/png")), ("files", ("ct.dcm", ct, "application/dicom"))],
+                  [("files", ("again.png", site_view, "image/png"))]):
+        response = client.post("/v1/predict", headers=auth(doctor_key), files=files)
+        assert response.status_code == 200, response.text
+        answers += response.json()["images"]
+    assert any("Modality is CT" in f for f in answers[1]["flags"])
+    # The audit rows hold each image's flags as the service answered them, in upload order.
+    with Session(engine) as session:
+        rows = session.scalars(select(AuditImage).order_by(AuditImage.id)).all()
+    assert [json.loads(r.guard_flags) for r in rows] == [a["flags"] for a in answers]
+    exported = {row["image_sha256"]: row["image_flags"] for row in audit_rows(engine)}
+    assert "Modality is CT" in exported[hashlib.sha256(ct).hexdigest()] and list(exported.values()).count("") == 1
+    flagged_share = sum(bool(a["flags"]) for a in answers) / len(answers)
+    assert flagged_share == pytest.approx(1 / 3)  # the CT; the site's own view is not flagged
+    trend = daily_trend(engine, days=7)
+    assert (trend[-1].images, trend[-1].guard_flags, trend[-1].analyses) == (3, 1, 2)
+    # The metric: today's and the week's flag share, and the hold-out's from metadata.json.
+    admin_key = create_key(engine, "admin", "prometheus", actor="test")[1]
+    text = client.get("/metrics", headers=auth(admin_key)).text
+    shares = {s.labels["window"]: s.value for family in text_string_to_metric_families(text)
+              for s in family.samples if s.name == "fracturescan_input_guard_flag_share"}
+    guard = json.loads((calibrated / "metadata.json").read_text())["guard"]
+    assert shares == pytest.approx({"today": flagged_share, "7d": flagged_share,
+                                    "holdout": 1 - guard["kept_on_threshold_data"]})

@@ -13,7 +13,7 @@ pytest.importorskip("prometheus_client")
 
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
-from fracturescan.monitoring import daily_trend, holdout_abnormal_share  # noqa: E402
+from fracturescan.monitoring import daily_trend, holdout_abnormal_share, holdout_guard_flag_share  # noqa: E402
 from fracturescan.store.audit import ImageRecord, ModelRecord, record_analysis  # noqa: E402
 
 from .conftest import DOCTOR_PASSWORD, png_bytes  # noqa: E402
@@ -107,3 +107,10 @@ def test_daily_trend_counts_by_utc_day(engine, monkeypatch: pytest.MonkeyPatch) 
 def test_holdout_share_from_the_checkpoint_metrics() -> None:
     assert holdout_abnormal_share({"holdout_study": {"n": 40, "tp": 9, "fp": 3, "tn": 25, "fn": 3}}) == 12 / 40
     assert holdout_abnormal_share({}) is None and holdout_abnormal_share({"holdout_study": {"n": 0}}) is None
+
+
+def test_holdout_flag_share_from_the_guard_summary() -> None:
+    # Recorded: the hold-out images the guard flagged; else what its threshold allows; no guard: none.
+    assert holdout_guard_flag_share({"keep": 0.95, "kept_on_threshold_data": 0.9625}) == pytest.approx(0.0375)
+    assert holdout_guard_flag_share({"keep": 0.95}) == pytest.approx(0.05)
+    assert holdout_guard_flag_share({}) is None and holdout_guard_flag_share(None) is None
