@@ -13,7 +13,11 @@ pytest.importorskip("prometheus_client")
 
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
-from fracturescan.monitoring import daily_trend, holdout_abnormal_share, holdout_guard_flag_share  # noqa: E402
+from fracturescan.monitoring import (  # noqa: E402
+    daily_trend,
+    holdout_abnormal_share,
+    holdout_guard_flag_share,
+)
 from fracturescan.store.audit import ImageRecord, ModelRecord, record_analysis  # noqa: E402
 
 from .conftest import DOCTOR_PASSWORD, png_bytes  # noqa: E402

@@ -7,7 +7,11 @@ from __future__ import annotations
 import streamlit as st
 from sqlalchemy import Engine
 
-from fracturescan.monitoring import daily_trend, holdout_abnormal_share, holdout_guard_flag_share
+from fracturescan.monitoring import (
+    daily_trend,
+    holdout_abnormal_share,
+    holdout_guard_flag_share,
+)
 from fracturescan.service import ModelChoice
 
 DAYS = 30
