@@ -6,8 +6,8 @@ It resolves a run directory to its ``best/`` checkpoint, reads ``metadata.json``
 the preprocessing contract, the verified weights (as a network), the verified explanation
 reference and the verified ONNX export. Data added to checkpoints later (calibration, operating
 points, input-guard statistics, ensemble members) is recorded in the metadata and, when it is
-tensors, in a side file whose SHA-256 the metadata holds: :meth:`Checkpoint.verified_file` is the
-one check for all of them.
+tensors, in a side file whose SHA-256 the metadata holds: :func:`fracturescan.models.checkpoint.verify_file`
+is the one check for all of them.
 
 The files themselves (save, read, update, the metadata type) live in :mod:`fracturescan.models`.
 """
@@ -22,7 +22,7 @@ import torch
 
 from .models.builder import model_from_state
 from .models.checkpoint import (CARD_FILE, METADATA_FILE, MODEL_FILE, read_metadata, read_state_dict,
-                                resolve_checkpoint_dir, update_metadata, verify_file)
+                                resolve_checkpoint_dir, update_metadata)
 from .models.metadata import CheckpointMetadata
 from .models.network import FractureNet
 from .models.preprocessing import Preprocessing
@@ -96,17 +96,6 @@ class Checkpoint:
     def path(self, name: str) -> Path:
         """A file of this checkpoint by name."""
         return self.directory / name
-
-    def verified_file(self, name: str, sha256: str, field_name: str) -> Path:
-        """Path of the side file ``name`` after checking it against ``sha256`` (recorded in the
-        metadata as ``field_name``).
-
-        Raises:
-            CheckpointError: the file is missing or does not match.
-        """
-        path = self.path(name)
-        verify_file(path, sha256, field_name, "Re-copy the checkpoint.")
-        return path
 
     @property
     def is_ensemble(self) -> bool:
@@ -183,11 +172,6 @@ class Checkpoint:
 
         info = self.decision_rule.guard
         return None if info is None else load_guard(self.directory, info)
-
-    @property
-    def has_onnx(self) -> bool:
-        """True when an ONNX export is recorded in the metadata."""
-        return bool(self.metadata.onnx_sha256)
 
     def onnx_model(self, threads: int | None = None) -> "OnnxModel":
         """The verified ONNX export as an ONNX Runtime model.
