@@ -3,16 +3,40 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-# Two cores on CI: one torch thread per test process keeps runs predictable.
+# Two cores on CI: two torch threads for the in-process tests (servers and workers a test starts
+# get one each, so they do not fight over the cores).
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 # The suite never downloads: the ImageNet download tests lift this and serve files on 127.0.0.1.
 os.environ["FRACTURESCAN_OFFLINE"] = "1"
+
+#: torch's thread count for the session; every test leaves it so (see below).
+SESSION_THREADS = int(os.environ["OMP_NUM_THREADS"])
+
+
+def _torch_threads() -> int | None:
+    import sys
+
+    torch = sys.modules.get("torch")
+    return torch.get_num_threads() if torch is not None else None
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_threads() -> Iterator[None]:
+    """Tests that run servers or workers beside the test process call ``torch.set_num_threads(1)``;
+    without this, that setting outlived them and the session's phantom trainings, which come later,
+    ran on one core (176 s instead of 104 s for the DenseNet121 fixture)."""
+    yield
+    if _torch_threads() not in (None, SESSION_THREADS):
+        import torch
+
+        torch.set_num_threads(SESSION_THREADS)
 
 
 def write_png(path: Path, value: int = 128, size: tuple[int, int] = (40, 32)) -> Path:
@@ -95,9 +119,13 @@ def phantom_mura(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _train(data: Path, out: Path, cache: Path, **overrides: object) -> Path:
+    import torch
+
     from fracturescan.config import load_config
     from fracturescan.training.loop import train
 
+    # A session fixture may be set up after another fixture of the same test set one thread.
+    torch.set_num_threads(SESSION_THREADS)
     train(load_config(PHANTOM_CONFIG, {"data": str(data), "out": str(out), "cache_dir": str(cache), "seed": 0,
                                        **overrides}))
     return out

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 from collections import OrderedDict
 from pathlib import Path
 
@@ -75,10 +74,10 @@ def test_tiny_model_matches_autograd_definition() -> None:
     torch.testing.assert_close(logits, model(x).detach())
 
 
-def _densenet_predictor(size: int) -> Predictor:
+def _densenet_predictor(size: int, where: Path) -> Predictor:
     torch.manual_seed(3)
     model = FractureNet("densenet121", hidden=16)
-    directory = Path(tempfile.mkdtemp(prefix="fs-gradcam-")) / "ckpt"
+    directory = where / "ckpt"
     return Predictor.from_checkpoint(save_checkpoint(directory, model, {"input_size": size, "threshold": 0.5}),
                                      device="cpu")
 
@@ -90,9 +89,9 @@ def _image(h: int = 50, w: int = 37) -> np.ndarray:
                    0, 1).astype(np.float32)
 
 
-def test_densenet_cam_layer_matches_manual_and_leaves_model_clean() -> None:
+def test_densenet_cam_layer_matches_manual_and_leaves_model_clean(tmp_path: Path) -> None:
     # DenseNet's dense layers use in-place ReLUs; the cam layer (ReLU after norm5) must not be.
-    predictor = _densenet_predictor(224)
+    predictor = _densenet_predictor(224, tmp_path)
     model = predictor.model
     model.train()  # explain must put (and leave) the model in eval mode
     image = _image(230, 190)
@@ -114,8 +113,8 @@ def test_densenet_cam_layer_matches_manual_and_leaves_model_clean() -> None:
     assert abs(exp.probability - p) <= float(probability_bound(model, x)[0])
 
 
-def test_chosen_intermediate_layer_matches_manual_split_forward() -> None:
-    predictor = _densenet_predictor(64)
+def test_chosen_intermediate_layer_matches_manual_split_forward(tmp_path: Path) -> None:
+    predictor = _densenet_predictor(64, tmp_path)
     model = predictor.model
     name, layer = select_cam_layer(model, 64)
     assert name.endswith("denseblock2")
@@ -144,8 +143,8 @@ def test_chosen_intermediate_layer_matches_manual_split_forward() -> None:
     assert_within(exp.cam, expected[0], bound[0], "intermediate-layer Grad-CAM")
 
 
-def test_heatmap_is_original_size_in_unit_range() -> None:
-    predictor = _densenet_predictor(64)
+def test_heatmap_is_original_size_in_unit_range(tmp_path: Path) -> None:
+    predictor = _densenet_predictor(64, tmp_path)
     image = _image(50, 37)
     exp = explain_image(predictor, image)
     assert exp.heatmap.shape == (50, 37) and exp.heatmap.dtype == np.float32
