@@ -20,6 +20,11 @@ os.environ["FRACTURESCAN_OFFLINE"] = "1"
 SESSION_THREADS = int(os.environ["OMP_NUM_THREADS"])
 
 
+def _session_threads() -> int:
+    """One thread while the background job trains the phantom models on the other core."""
+    return 1 if BACKGROUND.running() else SESSION_THREADS
+
+
 def _torch_threads() -> int | None:
     import sys
 
@@ -29,14 +34,21 @@ def _torch_threads() -> int | None:
 
 @pytest.fixture(autouse=True)
 def _restore_torch_threads() -> Iterator[None]:
-    """Tests that run servers or workers beside the test process call ``torch.set_num_threads(1)``;
-    without this, that setting outlived them and the session's phantom trainings, which come later,
-    ran on one core (176 s instead of 104 s for the DenseNet121 fixture)."""
+    """Each test starts and ends with the session's torch thread count. Tests that run servers or
+    workers beside the test process call ``torch.set_num_threads(1)``; that setting used to outlive
+    them, and the session's phantom trainings ran on one core (176 s instead of 104 s for the
+    DenseNet121 fixture)."""
+    _set_session_threads()
     yield
-    if _torch_threads() not in (None, SESSION_THREADS):
+    _set_session_threads()
+
+
+def _set_session_threads() -> None:
+    wanted = _session_threads()
+    if _torch_threads() not in (None, wanted):
         import torch
 
-        torch.set_num_threads(SESSION_THREADS)
+        torch.set_num_threads(wanted)
 
 
 def write_png(path: Path, value: int = 128, size: tuple[int, int] = (40, 32)) -> Path:
@@ -88,11 +100,96 @@ def mura_fixture(tmp_path: Path) -> Path:
 
 # ---------------------------------------------------------------------------------------------
 # Trained phantom models, shared by every test of the session that needs a real trained model.
-# Training DenseNet121 from scratch at 64 px takes a couple of minutes on 2 CPU cores; doing it
-# once per session keeps the suite short.
+# Training DenseNet121 from scratch at 64 px takes a couple of minutes on 2 CPU cores. One
+# background process (tests/phantom_models.py) makes them once per session, starting as soon as
+# collection shows which are needed, while the other tests run; the modules that use them run
+# last. Each fixture waits for its own piece.
 # ---------------------------------------------------------------------------------------------
 
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
+
+from tests import phantom_models  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+#: Longest wait for one piece (the whole job takes about five minutes on 2 cores).
+PIECE_TIMEOUT_S = 1800.0
+
+
+class BackgroundModels:
+    """The one background process that makes the trained pieces, and the fixtures' wait for them."""
+
+    def __init__(self) -> None:
+        self.root: Path | None = None
+        self.names: list[str] = []
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def start(self, root: Path, names: list[str]) -> None:
+        self.root, self.names = root, phantom_models.with_requirements(names)
+        root.mkdir(parents=True, exist_ok=True)
+        with (root / "log.txt").open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "tests.phantom_models", str(root), *self.names], cwd=REPO,
+                env={**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}, stdout=log,
+                stderr=subprocess.STDOUT)
+
+    def wait(self, name: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+        """Block until piece ``name`` is made; return the job's folder. A piece that collection did
+        not foresee (a fixture asked for by name at run time) gets a process of its own."""
+        if self.root is None or (name not in self.names and not self.running()):
+            self.start(self.root or tmp_path_factory.mktemp("phantom_models"), [name])
+        elif name not in self.names:
+            assert self.process is not None
+            self.process.wait()
+            self.start(self.root, [name])
+        assert self.root is not None and self.process is not None
+        done, failed = self.root / f"{name}.done", self.root / f"{name}.failed"
+        deadline = time.monotonic() + PIECE_TIMEOUT_S
+        while not done.exists():
+            log = (self.root / "log.txt").read_text(errors="replace")[-3000:]
+            if failed.exists():
+                pytest.fail(f"making the session's {name} failed:\n{failed.read_text()}\n{log}", pytrace=False)
+            if self.process.poll() is not None and not done.exists():
+                pytest.fail(f"the background job stopped (exit {self.process.returncode}) before making {name}:\n"
+                            f"{log}", pytrace=False)
+            if time.monotonic() > deadline:
+                pytest.fail(f"{name} was not made within {PIECE_TIMEOUT_S:.0f} s:\n{log}", pytrace=False)
+            time.sleep(0.2)
+        return self.root
+
+    def stop(self) -> None:
+        if self.running():
+            assert self.process is not None
+            self.process.kill()
+            self.process.wait()
+
+
+BACKGROUND = BackgroundModels()
+
+
+@pytest.hookimpl(trylast=True)  # after -m / -k / --deselect have removed what will not run
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Start making the trained pieces the selected tests need, and run their modules last."""
+    pieces = list(phantom_models.PIECES)
+    needs = {item: [p for p in pieces if p in getattr(item, "fixturenames", ())] for item in items}
+    late_modules = {item.path for item, names in needs.items() if names}
+    if not late_modules or config.option.collectonly:
+        return
+    late = [item for item in items if item.path in late_modules]
+    items[:] = [item for item in items if item.path not in late_modules] + late
+    order: list[str] = []
+    for item in late:
+        order += [name for name in needs[item] if name not in order]
+    BACKGROUND.start(config._tmp_path_factory.mktemp("phantom_models"), order)  # type: ignore[attr-defined]
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    BACKGROUND.stop()
 
 
 @dataclass(frozen=True)
@@ -104,73 +201,35 @@ class PhantomRun:
     run: Path
 
 
-#: The phantom recipe shipped in configs/phantom.yaml (the one `make demo` uses).
-PHANTOM_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "phantom.yaml"
-
-
 @pytest.fixture(scope="session")
 def phantom_mura(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A phantom MURA v1.1 tree (320 studies, 128 px)."""
-    from fracturescan.data.synth import generate_mura_phantoms
-
-    root = tmp_path_factory.mktemp("phantoms") / "MURA-v1.1"
-    generate_mura_phantoms(root, studies=320, size=128, seed=11)
-    return root
+    return phantom_models.mura_root(BACKGROUND.wait("phantom_mura", tmp_path_factory))
 
 
-def _train(data: Path, out: Path, cache: Path, **overrides: object) -> Path:
-    import torch
-
-    from fracturescan.config import load_config
-    from fracturescan.training.loop import train
-
-    # A session fixture may be set up after another fixture of the same test set one thread.
-    torch.set_num_threads(SESSION_THREADS)
-    train(load_config(PHANTOM_CONFIG, {"data": str(data), "out": str(out), "cache_dir": str(cache), "seed": 0,
-                                       **overrides}))
-    return out
+def _trained(name: str, phantom_mura: Path, tmp_path_factory: pytest.TempPathFactory) -> PhantomRun:
+    root = BACKGROUND.wait(name, tmp_path_factory)
+    return PhantomRun(phantom_mura, phantom_mura, phantom_models.run_dir(root, name))
 
 
 @pytest.fixture(scope="session")
 def phantom_run(phantom_mura: Path, tmp_path_factory: pytest.TempPathFactory) -> PhantomRun:
-    """DenseNet121 trained on the phantoms with their true labels."""
-    base = tmp_path_factory.mktemp("phantom_run")
-    return PhantomRun(phantom_mura, phantom_mura, _train(phantom_mura, base / "run", base / "cache"))
+    """DenseNet121 trained on the phantoms with their true labels (configs/phantom.yaml)."""
+    return _trained("phantom_run", phantom_mura, tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
 def phantom_resnet_run(phantom_mura: Path, tmp_path_factory: pytest.TempPathFactory) -> PhantomRun:
-    """A second, different model of the same phantoms: ResNet18, 3 epochs, seed 1, 64 px (about
-    30 s of CPU; its hold-out study AUC was 1.0 when written). For ensembles and comparisons."""
-    base = tmp_path_factory.mktemp("phantom_resnet_run")
-    return PhantomRun(phantom_mura, phantom_mura,
-                      _train(phantom_mura, base / "run", base / "cache", arch="resnet18", epochs=3, seed=1))
-
-
-def shuffled_label_csv(mura_root: Path, out_csv: Path, seed: int = 0) -> Path:
-    """A CSV data set over the phantom images whose TRAIN study labels are randomly permuted
-    (valid keeps its true labels), for checking that the model learns the fracture, not noise."""
-    from fracturescan.data.mura import load_mura
-
-    rng = np.random.default_rng(seed)
-    train = load_mura(mura_root, "train")
-    studies = sorted({r.study_id for r in train})
-    true = {r.study_id: r.label for r in train}
-    permuted = dict(zip(studies, rng.permutation([true[s] for s in studies])))
-    lines = ["path,label,study_id,patient_id,split"]
-    lines += [f"{r.path},{permuted[r.study_id]},{r.study_id},{r.patient_id},train" for r in train]
-    lines += [f"{r.path},{r.label},{r.study_id},{r.patient_id},valid" for r in load_mura(mura_root, "valid")]
-    out_csv.write_text("\n".join(lines) + "\n")
-    (out_csv.parent / "SYNTHETIC.txt").write_text("Synthetic phantoms with shuffled training labels.\n")
-    return out_csv
+    """A second, different model of the same phantoms: ResNet18, 3 epochs, seed 1, 64 px. For
+    ensembles and comparisons."""
+    return _trained("phantom_resnet_run", phantom_mura, tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
 def shuffled_run(phantom_mura: Path, tmp_path_factory: pytest.TempPathFactory) -> PhantomRun:
     """The same training on the same images with shuffled training labels."""
-    base = tmp_path_factory.mktemp("shuffled_run")
-    data = shuffled_label_csv(phantom_mura, base / "shuffled.csv")
-    return PhantomRun(data, phantom_mura, _train(data, base / "run", base / "cache"))
+    root = BACKGROUND.wait("shuffled_run", tmp_path_factory)
+    return PhantomRun(phantom_models.shuffled_csv(root), phantom_mura, phantom_models.run_dir(root, "shuffled_run"))
 
 
 @dataclass(frozen=True)
@@ -184,16 +243,6 @@ class RoutedModels:
 
 @pytest.fixture(scope="session")
 def routed_models(tmp_path_factory: pytest.TempPathFactory) -> RoutedModels:
-    """Body-part routing needs models that record different parts: resnet18 at 32 px, one epoch
-    each (about ten seconds on 2 cores; the numbers do not matter, which model answers does)."""
-    from fracturescan.config import load_config
-    from fracturescan.data.synth import generate_mura_phantoms
-    from fracturescan.training.loop import train
-
-    base = tmp_path_factory.mktemp("routed")
-    data = generate_mura_phantoms(base / "data", 48, 48, seed=7, body_part="XR_WRIST,XR_FINGER").root
-    for name, part in (("both", "all"), ("finger", "XR_FINGER")):
-        train(load_config(PHANTOM_CONFIG, {
-            "data": str(data), "out": str(base / "models" / name), "body_part": part, "arch": "resnet18",
-            "image_size": 32, "epochs": 1, "batch_size": 16, "cache_dir": str(base / "cache"), "seed": 0}))
-    return RoutedModels(data, base / "models")
+    """Body-part routing needs models that record different parts (resnet18 at 32 px, one epoch each)."""
+    root = BACKGROUND.wait("routed_models", tmp_path_factory)
+    return RoutedModels(phantom_models.routed_data(root), phantom_models.run_dir(root, "routed_models"))

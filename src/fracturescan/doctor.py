@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Sequence
 from urllib.parse import urlsplit
 
+from .notices import SYNTHETIC_MODEL_SHORT
+
 OK, WARN, FAIL = "ok", "warn", "fail"
 #: Free space below which writing audit rows, backups and logs is at risk.
 DEFAULT_MIN_FREE_GB = 2.0
@@ -183,7 +185,7 @@ def check_models(models_dir: Path | None, model_paths: Sequence[Path] = ()) -> l
         if problem:
             checks.append(Check(f"model {choice.model_id}", FAIL, problem))
             continue
-        note = "; SYNTHETIC phantom model, not for patients" if choice.metadata.synthetic else ""
+        note = f"; {SYNTHETIC_MODEL_SHORT}, not for patients" if choice.metadata.synthetic else ""
         checks.append(Check(f"model {choice.model_id}", OK, f"weights verified (sha256 "
                                                             f"{choice.metadata.sha256[:12]}…){note}"))
     return checks

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from fracturescan.models.metadata import CheckpointMetadata
-from fracturescan.notices import SYNTHETIC_MODEL
+from fracturescan.notices import INTENDED_USE, SYNTHETIC_MODEL
 
 
 def _fmt(value: Any) -> str:
@@ -66,9 +66,7 @@ def render_model_card(meta: CheckpointMetadata, *, name: str = "fracturescan mod
         "",
         "## Intended use",
         "",
-        "A second reader to help clinicians spot abnormalities (such as fractures) in "
-        "musculoskeletal radiographs; not a diagnostic device. Every output must be reviewed by "
-        "a qualified clinician.",
+        INTENDED_USE,
         "",
         "## Training data",
         "",
