@@ -51,6 +51,24 @@ def _set_session_threads() -> None:
         torch.set_num_threads(wanted)
 
 
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """The CLI (run in-process by CliRunner) and the web app attach log handlers to the streams of
+    the moment; once a test ends those streams are closed, and a later test's log lines then fail
+    with "I/O operation on closed file". Each test leaves the root and ``fracturescan`` loggers
+    with the handlers and levels it found (pytest's own capture handlers excepted)."""
+    import logging
+
+    loggers = [logging.getLogger(), logging.getLogger("fracturescan")]
+    saved = [(logger, set(logger.handlers), logger.level) for logger in loggers]
+    yield
+    for logger, handlers, level in saved:
+        for handler in list(logger.handlers):
+            if handler not in handlers and type(handler).__module__ != "_pytest.logging":
+                logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
 def write_png(path: Path, value: int = 128, size: tuple[int, int] = (40, 32)) -> Path:
     """A small grayscale PNG with a gradient (so resizing is not trivial)."""
     path.parent.mkdir(parents=True, exist_ok=True)

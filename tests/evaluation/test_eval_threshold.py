@@ -1,4 +1,5 @@
-"""choose_threshold against brute force over every candidate threshold."""
+"""choose_threshold against brute force over every candidate threshold, and where in the gap it
+puts the value."""
 
 from __future__ import annotations
 
@@ -22,6 +23,20 @@ def _rates(y: np.ndarray, p: np.ndarray, t: float) -> tuple[float, float]:
     return skm.recall_score(y, pred), skm.recall_score(y, pred, pos_label=0)
 
 
+def _in_gap_below(candidate: float, p: np.ndarray, value: float) -> None:
+    """``value`` is the logit midpoint between ``candidate`` and the next lower distinct
+    probability, so it calls exactly the images ``candidate`` calls."""
+    lower = np.unique(p)[np.unique(p) < candidate]
+    if lower.size == 0:
+        assert value == candidate
+        return
+    logit = lambda q: np.log(q / (1 - q))  # noqa: E731
+    expected = 1 / (1 + np.exp(-(logit(candidate) + logit(lower.max())) / 2))
+    assert value == pytest.approx(expected, rel=1e-12)
+    assert lower.max() < value < candidate
+    assert np.array_equal(p >= value, p >= candidate)
+
+
 @pytest.mark.parametrize("seed", range(5))
 def test_f1_is_brute_force_optimum(seed: int) -> None:
     y, p = _case(seed)
@@ -30,7 +45,7 @@ def test_f1_is_brute_force_optimum(seed: int) -> None:
     choice = choose_threshold(y, p, "f1")
     assert choice.metric == pytest.approx(scores.max())
     best = candidates[np.isclose(scores, scores.max(), rtol=1e-12, atol=0)]
-    assert choice.value == best.max()  # ties go to the highest threshold
+    _in_gap_below(best.max(), p, choice.value)  # ties go to the highest candidate
     assert choice.method == "f1" and choice.metric_name == "f1"
     sens, spec = _rates(y, p, choice.value)
     assert (choice.sensitivity, choice.specificity) == pytest.approx((sens, spec))
@@ -43,7 +58,7 @@ def test_youden_is_brute_force_optimum(seed: int) -> None:
     j = np.array([sum(_rates(y, p, t)) - 1 for t in candidates])
     choice = choose_threshold(y, p, "youden")
     assert choice.metric == pytest.approx(j.max())
-    assert choice.value == candidates[np.isclose(j, j.max(), rtol=0, atol=1e-12)].max()
+    _in_gap_below(candidates[np.isclose(j, j.max(), rtol=0, atol=1e-12)].max(), p, choice.value)
 
 
 @pytest.mark.parametrize("target", [0.5, 0.8, 0.9, 0.95, 1.0])
@@ -51,7 +66,10 @@ def test_sensitivity_target_met_by_highest_threshold(target: float) -> None:
     y, p = _case(1)
     choice = choose_threshold(y, p, "sensitivity", target_sensitivity=target)
     assert _rates(y, p, choice.value)[0] >= target
-    higher = np.unique(p)[np.unique(p) > choice.value]
+    # the most specific candidate meeting the target, and the threshold in the gap below it
+    candidate = np.unique(p)[np.unique(p) >= choice.value].min()
+    _in_gap_below(candidate, p, choice.value)
+    higher = np.unique(p)[np.unique(p) > candidate]
     assert all(_rates(y, p, t)[0] < target for t in higher)
     assert choice.metric == pytest.approx(_rates(y, p, choice.value)[0])
     assert choice.target_sensitivity == target
@@ -62,12 +80,13 @@ def test_exact_fraction_target_is_met() -> None:
     p = np.linspace(0.05, 1.0, 20)[::-1]  # positives score highest
     choice = choose_threshold(y, p, "sensitivity", target_sensitivity=0.9)
     assert choice.sensitivity == pytest.approx(0.9)  # 9/10 meets 0.9 despite float rounding
-    assert choice.value == pytest.approx(p[8])
+    _in_gap_below(p[8], p, choice.value)
 
 
 def test_perfect_separation() -> None:
     choice = choose_threshold([0, 0, 1, 1], [0.1, 0.3, 0.6, 0.9], "f1")
-    assert choice.value == 0.6 and choice.metric == 1.0
+    # halfway between 0.3 and 0.6 in logits: sigmoid((ln(3/7) + ln(3/2)) / 2) = 1 / (1 + sqrt(14/9))
+    assert choice.value == pytest.approx(1 / (1 + np.sqrt(14 / 9)), rel=1e-12) and choice.metric == 1.0
     assert choose_threshold([0, 0, 1, 1], [0.1, 0.3, 0.6, 0.9], "youden").metric == 1.0
 
 
@@ -89,3 +108,15 @@ def test_bad_target(method: str, target: float | None) -> None:
 def test_one_class_raises_dataset_error(label: int) -> None:
     with pytest.raises(DatasetError, match="both"):
         choose_threshold([label] * 5, [0.1, 0.2, 0.3, 0.4, 0.5])
+
+
+def test_saturated_probabilities_keep_the_threshold_inside_the_gap() -> None:
+    # float32 outputs of 0.0 and 1.0 have infinite logits; the threshold still separates them
+    y, p = np.array([0, 0, 1, 1]), np.array([0.0, 0.0, 1.0, 1.0])
+    choice = choose_threshold(y, p, "f1")
+    assert 0.0 < choice.value <= 1.0 and choice.sensitivity == choice.specificity == 1.0
+    assert np.array_equal(p >= choice.value, y == 1)
+    # adjacent floats leave no room between them: the candidate itself
+    high = 0.5
+    low = np.nextafter(high, 0.0)
+    assert choose_threshold([0, 1], [low, high], "f1").value == high

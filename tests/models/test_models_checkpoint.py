@@ -15,7 +15,7 @@ import torch
 
 import fracturescan
 from fracturescan.errors import CheckpointError
-from fracturescan.notices import SYNTHETIC_MODEL
+from fracturescan.notices import INTENDED_USE, SYNTHETIC_MODEL
 from fracturescan.models import (
     CheckpointMetadata,
     build_model,
@@ -217,6 +217,6 @@ def test_model_card_flags_synthetic_data(tmp_path: Path) -> None:
     real_card = (real / "MODEL_CARD.md").read_text()
     fake_card = (fake / "MODEL_CARD.md").read_text()
     assert real_card.startswith("# Model card: real")
-    assert "not a diagnostic device" in real_card and "| kappa | 0.6200 |" in real_card
+    assert INTENDED_USE in real_card and "| kappa | 0.6200 |" in real_card
     assert "SYNTHETIC" not in real_card
     assert SYNTHETIC_MODEL in fake_card

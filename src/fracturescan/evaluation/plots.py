@@ -211,15 +211,14 @@ def plot_calibration_curves(
         top.plot(curve.mean_predicted, curve.fraction_positive, "o-", color=colour, lw=2,
                  label=f"{label} (ECE = {ece:.3f})")
         # Step outlines keep overlapping histograms of both levels readable.
-        bottom.hist(p, bins=np.linspace(0, 1, 21), color=colour, histtype="step", lw=2, label=label)
+        bottom.hist(p, bins=np.linspace(0, 1, 21), color=colour, histtype="step", lw=2)
     top.set(xlim=(0, 1), ylim=(0, 1.01), ylabel="Observed fraction abnormal",
             title=f"{title}\n{n_bins} {strategy} bins")
     top.grid(alpha=0.3)
     top.legend(loc="upper left", fontsize=9)
-    bottom.set(xlabel="Predicted probability of abnormal", ylabel="Count")
+    # The histogram's colours are the curves' above; a legend of its own did not fit the width.
+    bottom.set(xlabel="Predicted probability of abnormal", ylabel="Count\n(colours as above)")
     bottom.grid(alpha=0.3)
-    bottom.set_ylim(top=bottom.get_ylim()[1] * 1.35)  # headroom so the legend hides no bar
-    bottom.legend(loc="upper center", fontsize=8, ncols=max(1, len(curves)))
     return _save(fig, path)
 
 
@@ -298,7 +297,7 @@ def plot_training_curves(history_csv: Path, path: Path, *, title: str = "Trainin
             f"val_auc, val_study_auc, lr (found {sorted(history)})"
         )
     marker = best_epoch_marker(history, monitor)
-    fig = _new_figure(5.0 * len(present), 4.2)
+    fig = _new_figure(5.0 * len(present), 5.0)
     axes = np.atleast_1d(fig.subplots(1, len(present)))
     for ax, (ylabel, names, log_scale) in zip(axes, present):
         _draw_series(ax, x, history, names)
@@ -310,6 +309,7 @@ def plot_training_curves(history_csv: Path, path: Path, *, title: str = "Trainin
         ax.set(xlabel="Epoch", ylabel=ylabel, title=ylabel)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=9)
+        # Below the axes: inside, the legend hid the early epochs' points.
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16))
     fig.suptitle(title)
     return _save(fig, path)
