@@ -206,6 +206,16 @@ def _needs_key(path: str) -> bool:
     return path in ("/v1/model", "/v1/predict") or _FEEDBACK_PATH.fullmatch(path) is not None
 
 
+
+def _logged_error(status: int, answer: str, logged: str, *args: object,
+                  exc_info: BaseException | None = None) -> JSONResponse:
+    """An error answer that gives the client a reference and the server log the details under it
+    (the library's messages name files and folders on the server; the client never sees them).
+    ``answer`` has a ``{reference}`` field; ``logged`` takes the reference as its first ``%s``."""
+    reference = uuid.uuid4().hex[:12]
+    log.error(logged, reference, *args, exc_info=exc_info)
+    return JSONResponse({"error": answer.format(reference=reference)}, status_code=status)
+
 def create_app(config: AppConfig, preload: bool = False) -> FastAPI:
     """The API over ``config``'s database and models (the web app's, when they share a config).
 
@@ -382,10 +392,9 @@ def _install_error_handlers(app: FastAPI) -> None:
     # client gets a reference to find them there.
     @app.exception_handler(CheckpointError)
     async def broken_model(request: Request, exc: CheckpointError) -> JSONResponse:
-        reference = uuid.uuid4().hex[:12]
-        log.error("the active model could not be loaded (reference %s): %s", reference, exc)
-        return JSONResponse({"error": f"The active model could not be loaded (reference {reference}); an "
-                                      "administrator finds the reason in the server log."}, status_code=503)
+        return _logged_error(503, "The active model could not be loaded (reference {reference}); an administrator "
+                                  "finds the reason in the server log.",
+                             "the active model could not be loaded (reference %s): %s", exc)
 
     @app.exception_handler(RoutingError)
     async def unroutable(request: Request, exc: RoutingError) -> JSONResponse:
@@ -395,22 +404,17 @@ def _install_error_handlers(app: FastAPI) -> None:
     # also makes the server drop the client's connection).
     @app.exception_handler(OperationalError)
     async def database_unavailable(request: Request, exc: OperationalError) -> JSONResponse:
-        reference = uuid.uuid4().hex[:12]
-        log.error("database unavailable (reference %s) on %s: %s", reference, request.url.path,
-                  str(exc.orig).splitlines()[0] if exc.orig else exc)
-        return JSONResponse({"error": f"The database is unavailable right now (reference {reference}); "
-                                      "retry in a moment."}, status_code=503)
+        return _logged_error(503, "The database is unavailable right now (reference {reference}); "
+                                  "retry in a moment.",
+                             "database unavailable (reference %s) on %s: %s", request.url.path,
+                             str(exc.orig).splitlines()[0] if exc.orig else exc)
 
     @app.exception_handler(FracturescanError)
     async def library_error(request: Request, exc: FracturescanError) -> JSONResponse:
-        reference = uuid.uuid4().hex[:12]
-        log.error("request failed (reference %s): %s", reference, exc)
-        return JSONResponse({"error": f"The request failed (reference {reference}); it was logged on the "
-                                      "server."}, status_code=500)
+        return _logged_error(500, "The request failed (reference {reference}); it was logged on the server.",
+                             "request failed (reference %s): %s", exc)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        reference = uuid.uuid4().hex[:12]
-        log.error("unexpected error (reference %s) on %s", reference, request.url.path, exc_info=exc)
-        return JSONResponse({"error": f"Internal error (reference {reference}); it was logged on the "
-                                      "server."}, status_code=500)
+        return _logged_error(500, "Internal error (reference {reference}); it was logged on the server.",
+                             "unexpected error (reference %s) on %s", request.url.path, exc_info=exc)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -100,15 +100,15 @@ def plot_confusion_matrix(
     return _save(fig, path)
 
 
-def _plottable(
-    label: str, y_true: ArrayLike, y_prob: ArrayLike
-) -> tuple[np.ndarray, np.ndarray] | None:
-    """Validated arrays, or ``None`` (logged) when only one class is present."""
-    y, p = validate_binary_inputs(y_true, y_prob)
-    if y.min() == y.max():
-        log.warning("%s: only one class present, curve skipped", label)
-        return None
-    return y, p
+def _plottable(curves: Curves) -> Iterator[tuple[str, str, np.ndarray, np.ndarray]]:
+    """(colour, label, labels, probabilities) of each curve that has both classes; a curve with
+    one class only is skipped, and the log says so."""
+    for colour, (label, (y_true, y_prob)) in zip(_COLORS, curves.items()):
+        y, p = validate_binary_inputs(y_true, y_prob)
+        if y.min() == y.max():
+            log.warning("%s: only one class present, curve skipped", label)
+            continue
+        yield colour, label, y, p
 
 
 def _note_if_empty(ax: Axes, drawn: int) -> None:
@@ -138,11 +138,7 @@ def plot_roc_curves(
     ax = fig.add_subplot()
     ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="chance (AUC = 0.500)")
     drawn = 0
-    for colour, (label, (y_true, y_prob)) in zip(_COLORS, curves.items()):
-        data = _plottable(label, y_true, y_prob)
-        if data is None:
-            continue
-        y, p = data
+    for colour, label, y, p in _plottable(curves):
         fpr, tpr, _ = roc_curve(y, p)
         auc = binary_metrics(y, p, 0.5)["auc"]
         ax.plot(fpr, tpr, color=colour, lw=2, label=f"{label} (AUC = {auc:.3f}, n = {len(y):,})")
@@ -170,11 +166,7 @@ def plot_precision_recall_curves(
     fig = _new_figure()
     ax = fig.add_subplot()
     drawn = 0
-    for colour, (label, (y_true, y_prob)) in zip(_COLORS, curves.items()):
-        data = _plottable(label, y_true, y_prob)
-        if data is None:
-            continue
-        y, p = data
+    for colour, label, y, p in _plottable(curves):
         precision, recall, _ = precision_recall_curve(y, p)
         ap = binary_metrics(y, p, 0.5)["average_precision"]
         ax.step(recall, precision, where="post", color=colour, lw=2,
