@@ -66,8 +66,11 @@ def test_guard_keeps_in_distribution_images(scored) -> None:
 
 def test_calibration_and_levels_on_the_test_split(scored) -> None:
     predictor, _, logits, _, labels, studies = scored
-    raw, calibrated = apply_temperature(logits), predictor.probabilities(scored[1])
-    assert np.allclose(calibrated, apply_temperature(logits, predictor.rule.temperature))
+    raw, calibrated = apply_temperature(logits), apply_temperature(logits, predictor.rule.temperature)
+    # The predictor's own probabilities come from another forward pass (other batch shapes, maybe
+    # another thread count), so they agree to float32 rounding only.
+    assert np.allclose(predictor.probabilities(scored[1]), calibrated)
+    # Same logits on both sides: with T = 1 (scaling not kept) the two ECEs are equal.
     assert expected_calibration_error(labels, calibrated) <= expected_calibration_error(labels, raw) + 1e-12
     table = aggregate_studies(studies, labels, calibrated)
     by_study: dict[str, list[float]] = {}

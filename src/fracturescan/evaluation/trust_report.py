@@ -92,6 +92,16 @@ def _levels(y: np.ndarray, p: np.ndarray, single: np.ndarray, rule: DecisionRule
     return out
 
 
+def _calibration_title(rule: DecisionRule) -> str:
+    """The figure's title says which temperature was applied; at T = 1 the two pairs of curves are
+    the same, and the title says why."""
+    if rule.calibration is None:
+        return "Calibration: this checkpoint has none (T = 1)"
+    if rule.temperature == 1.0:
+        return "Calibration: temperature scaling kept T = 1\n(it did not lower the hold-out's cross-validated NLL)"
+    return f"Calibration before and after temperature scaling (T = {rule.temperature:.3g})"
+
+
 def decision_rule_metrics(out_dir: Path, *, y_true: Sequence[int], logits: Sequence[float],
                           study_ids: Sequence[str], patient_ids: Sequence[str], rule: DecisionRule,
                           guard_scores: Sequence[float] | None = None, n_boot: int = 1000,
@@ -121,7 +131,7 @@ def decision_rule_metrics(out_dir: Path, *, y_true: Sequence[int], logits: Seque
               "study, uncalibrated": (cal_studies.y_true, raw_studies.y_prob),
               "study, calibrated": (cal_studies.y_true, cal_studies.y_prob)}
     path = plots.plot_calibration_curves(curves, Path(out_dir) / "figures" / "calibration_before_after.png",
-                                         n_bins=ECE_BINS, title="Calibration before and after temperature scaling")
+                                         n_bins=ECE_BINS, title=_calibration_title(rule))
     out["figure"] = f"figures/{path.name}"
     if rule.points is not None:
         single = (cal_studies.y_prob >= rule.threshold).astype(np.int64)
