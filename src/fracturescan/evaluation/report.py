@@ -190,7 +190,7 @@ def _blocks(metrics: Mapping[str, Any]) -> list[Block]:
     counts, thr, boot = metrics["counts"], metrics["threshold"], metrics["bootstrap"]
     blocks: list[Block] = [("h1", f"fracturescan evaluation report: {metrics['split']} split")]
     if metrics["synthetic"]:
-        blocks.append(("warning", "SYNTHETIC DATA - NOT A MEASURE OF CLINICAL PERFORMANCE",
+        blocks.append(("warning", "NOT A MEASURE OF CLINICAL PERFORMANCE",
                        SYNTHETIC_DATA))
     blocks.append(("note", "Not a diagnostic device.", NOT_A_DEVICE))
     blocks += [
