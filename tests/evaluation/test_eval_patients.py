@@ -116,7 +116,7 @@ def test_training_curve_marks_the_monitored_best_epoch(tmp_path: Path) -> None:
         rows = list(csv.DictReader(handle))
     columns = {k: np.array([float(r[k]) if r[k] else np.nan for r in rows]) for k in rows[0]}
     assert plots.best_epoch_marker(columns, "val_loss") == (best_epoch(rows, "val_loss"),
-                                                          "best epoch 2 (lowest validation loss; the kept checkpoint)")
+                                                          "best epoch 2 (lowest hold-out loss; the kept checkpoint)")
     assert plots.best_epoch_marker(columns, "val_auc")[0] == best_epoch(rows, "val_auc") == 3
     assert plots.best_epoch_marker(columns, "val_study_auc") is None  # not logged: no mark
     assert plots.plot_training_curves(history, tmp_path / "t.png", monitor="val_auc").is_file()

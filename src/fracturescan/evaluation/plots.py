@@ -261,7 +261,7 @@ def best_epoch_marker(history: Mapping[str, np.ndarray], monitor: str) -> tuple[
 
 def plot_training_curves(history_csv: Path, path: Path, *, title: str = "Training history",
                          monitor: str = "val_loss") -> Path:
-    """Losses, validation AUCs and learning rate per epoch from a history CSV.
+    """Losses, hold-out AUCs and learning rate per epoch from a history CSV.
 
     Expected columns: ``epoch,train_loss,val_loss,val_auc,val_study_auc,lr,seconds``; missing or
     empty columns are skipped (a panel with nothing to show is left out). The best epoch by
@@ -276,8 +276,10 @@ def plot_training_curves(history_csv: Path, path: Path, *, title: str = "Trainin
     epochs = history.get("epoch")
     x = epochs if epochs is not None and np.isfinite(epochs).all() else np.arange(1, n_rows + 1)
     panels = [
-        ("Loss", {"train_loss": "train loss", "val_loss": "validation loss"}, False),
-        ("Validation AUC",
+        # "val_*" columns are the patient-level hold-out carved from train, not MURA's valid split
+        # (the test set), so the figure says hold-out.
+        ("Loss", {"train_loss": "train loss", "val_loss": "hold-out loss"}, False),
+        ("Hold-out AUC",
          {"val_auc": "image-level AUC", "val_study_auc": "study-level AUC"}, False),
         ("Learning rate", {"lr": "learning rate"}, True),
     ]

@@ -19,11 +19,12 @@ from typing import Any, Literal
 #: Monitored values where lower is better; the others (AUCs) are better when higher.
 _LOWER_IS_BETTER = frozenset({"val_loss", "train_loss"})
 
-#: How each monitored value reads in figures and reports.
+#: How each monitored value reads in figures and reports ("val_*" is the patient-level hold-out
+#: carved from train; MURA's valid split is the test set).
 MONITOR_LABELS: dict[str, str] = {
-    "val_loss": "lowest validation loss",
-    "val_auc": "highest validation image AUC",
-    "val_study_auc": "highest validation study AUC",
+    "val_loss": "lowest hold-out loss",
+    "val_auc": "highest hold-out image AUC",
+    "val_study_auc": "highest hold-out study AUC",
 }
 
 
