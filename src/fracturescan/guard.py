@@ -29,6 +29,7 @@ from torch import nn
 
 from .errors import CheckpointError, DatasetError
 from .models.preprocessing import Preprocessing
+from .records import known_fields
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +76,7 @@ class GuardInfo:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GuardInfo:
         """Inverse of :meth:`to_dict`; unknown keys are ignored."""
-        names = set(cls.__dataclass_fields__)
-        known = {k: v for k, v in data.items() if k in names}
+        known = known_fields(cls, data)
         known["layers"] = tuple(known.get("layers", ()))
         return cls(**known)
 

@@ -22,14 +22,14 @@ that ``low > high``, both targets hold at once: both cuts collapse onto the sing
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike
 
 from fracturescan.errors import ConfigError, DatasetError
 from fracturescan.evaluation.threshold import operating_points
+from fracturescan.records import StoredRecord
 
 __all__ = ["MIN_STUDIES_PER_CLASS", "DecisionPoints", "choose_decision_points"]
 
@@ -40,7 +40,7 @@ _TOLERANCE = 1e-12
 
 
 @dataclass(frozen=True)
-class DecisionPoints:
+class DecisionPoints(StoredRecord):
     """The two cuts (on calibrated study probabilities) and how they did where they were chosen.
 
     Attributes:
@@ -70,16 +70,6 @@ class DecisionPoints:
     resolvable: bool
     fitted_on: str
     collapsed: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DecisionPoints:
-        """Inverse of :meth:`to_dict`; unknown keys are ignored."""
-        names = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in data.items() if k in names})
 
 
 def _check_target(name: str, value: float) -> float:

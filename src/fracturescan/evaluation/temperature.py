@@ -14,14 +14,14 @@ mean of the calibrated image probabilities (see :mod:`fracturescan.decision`).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
 
 from fracturescan.errors import DatasetError
+from fracturescan.records import StoredRecord
 
 __all__ = ["Calibration", "apply_temperature", "fit_temperature", "logits_from_probabilities", "nll", "platt_targets"]
 
@@ -33,7 +33,7 @@ _LOG_T_BOUNDS = (-4.0, 4.0)
 
 
 @dataclass(frozen=True)
-class Calibration:
+class Calibration(StoredRecord):
     """A fitted temperature and what it was fitted on (stored in ``metadata.json``).
 
     Attributes:
@@ -60,16 +60,6 @@ class Calibration:
     #: T = 1. Scaling is kept only when it wins there; otherwise ``temperature`` is 1.
     cv_nll_scaled: float | None = None
     cv_nll_identity: float | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Calibration:
-        """Inverse of :meth:`to_dict`; unknown keys are ignored (newer versions may add some)."""
-        names = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in data.items() if k in names})
 
 
 def logits_from_probabilities(probs: ArrayLike) -> np.ndarray:
