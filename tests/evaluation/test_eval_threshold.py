@@ -24,15 +24,13 @@ def _rates(y: np.ndarray, p: np.ndarray, t: float) -> tuple[float, float]:
 
 
 def _in_gap_below(candidate: float, p: np.ndarray, value: float) -> None:
-    """``value`` is the logit midpoint between ``candidate`` and the next lower distinct
-    probability, so it calls exactly the images ``candidate`` calls."""
+    """``value`` is the midpoint between ``candidate`` and the next lower distinct probability,
+    so it calls exactly the images ``candidate`` calls."""
     lower = np.unique(p)[np.unique(p) < candidate]
     if lower.size == 0:
         assert value == candidate
         return
-    logit = lambda q: np.log(q / (1 - q))  # noqa: E731
-    expected = 1 / (1 + np.exp(-(logit(candidate) + logit(lower.max())) / 2))
-    assert value == pytest.approx(expected, rel=1e-12)
+    assert value == pytest.approx((candidate + lower.max()) / 2, rel=1e-12)
     assert lower.max() < value < candidate
     assert np.array_equal(p >= value, p >= candidate)
 
@@ -85,8 +83,7 @@ def test_exact_fraction_target_is_met() -> None:
 
 def test_perfect_separation() -> None:
     choice = choose_threshold([0, 0, 1, 1], [0.1, 0.3, 0.6, 0.9], "f1")
-    # halfway between 0.3 and 0.6 in logits: sigmoid((ln(3/7) + ln(3/2)) / 2) = 1 / (1 + sqrt(14/9))
-    assert choice.value == pytest.approx(1 / (1 + np.sqrt(14 / 9)), rel=1e-12) and choice.metric == 1.0
+    assert choice.value == pytest.approx(0.45, rel=1e-12) and choice.metric == 1.0  # halfway from 0.3 to 0.6
     assert choose_threshold([0, 0, 1, 1], [0.1, 0.3, 0.6, 0.9], "youden").metric == 1.0
 
 
@@ -111,12 +108,13 @@ def test_one_class_raises_dataset_error(label: int) -> None:
 
 
 def test_saturated_probabilities_keep_the_threshold_inside_the_gap() -> None:
-    # float32 outputs of 0.0 and 1.0 have infinite logits; the threshold still separates them
+    # float32 outputs of 0.0 and 1.0: the threshold still separates them
     y, p = np.array([0, 0, 1, 1]), np.array([0.0, 0.0, 1.0, 1.0])
     choice = choose_threshold(y, p, "f1")
-    assert 0.0 < choice.value <= 1.0 and choice.sensitivity == choice.specificity == 1.0
+    assert choice.value == 0.5 and choice.sensitivity == choice.specificity == 1.0
     assert np.array_equal(p >= choice.value, y == 1)
-    # adjacent floats leave no room between them: the candidate itself
+    # adjacent floats leave no room between them: the candidate itself (the midpoint would round
+    # onto one end, and onto the lower one it would call the normal image abnormal)
     high = 0.5
     low = np.nextafter(high, 0.0)
     assert choose_threshold([0, 1], [low, high], "f1").value == high

@@ -28,7 +28,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from fracturescan.errors import ConfigError, DatasetError
-from fracturescan.evaluation.threshold import operating_points
+from fracturescan.evaluation.threshold import gap_middle, operating_points
 from fracturescan.records import StoredRecord
 
 __all__ = ["MIN_STUDIES_PER_CLASS", "DecisionPoints", "choose_decision_points"]
@@ -78,14 +78,6 @@ def _check_target(name: str, value: float) -> float:
     return float(value)
 
 
-def _gap_middle(thresholds: np.ndarray, index: int) -> float:
-    """Midway between candidate ``index`` and the next lower one: every cut in that gap splits the
-    fitting data alike, and the middle is the one least tied to the exact scores seen."""
-    if index + 1 >= len(thresholds):
-        return float(thresholds[index])
-    return float((thresholds[index] + thresholds[index + 1]) / 2)
-
-
 def _rates(y: np.ndarray, p: np.ndarray, cut: float) -> tuple[float, float]:
     """(sensitivity, specificity) when ``p >= cut`` is called abnormal."""
     called = p >= cut
@@ -126,9 +118,9 @@ def choose_decision_points(y_true: ArrayLike, y_prob: ArrayLike, *, threshold: f
     # distinct probabilities, highest first.
     sens_ok = np.flatnonzero(pts.tp / pts.n_positive >= t_sens - _TOLERANCE)
     spec_ok = np.flatnonzero(1.0 - pts.fp / pts.n_negative >= t_spec - _TOLERANCE)
-    low = _gap_middle(pts.thresholds, int(sens_ok[0]))  # the most specific cut meeting the sensitivity
+    low = gap_middle(pts.thresholds, int(sens_ok[0]))  # the most specific cut meeting the sensitivity
     # The most sensitive cut meeting the specificity; if even the top score fails it, call nothing abnormal.
-    high = _gap_middle(pts.thresholds, int(spec_ok[-1])) if spec_ok.size else float(np.nextafter(pts.thresholds[0], np.inf))
+    high = gap_middle(pts.thresholds, int(spec_ok[-1])) if spec_ok.size else float(np.nextafter(pts.thresholds[0], np.inf))
     collapsed = low >= high
     if collapsed:
         low = high = float(min(max(threshold, high), low))

@@ -7,7 +7,6 @@ probabilities: between two of them every metric is constant, so nothing is lost.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +20,7 @@ __all__ = [
     "OperatingPoints",
     "ThresholdChoice",
     "choose_threshold",
+    "gap_middle",
     "operating_points",
 ]
 
@@ -102,23 +102,16 @@ def _check_method(method: str, target_sensitivity: float | None) -> None:
         )
 
 
-#: Probabilities are clipped this far from 0 and 1 before taking logits (float32 saturates).
-_LOGIT_EPS = 1e-7
-
-
-def _logit(p: float) -> float:
-    p = min(max(p, _LOGIT_EPS), 1.0 - _LOGIT_EPS)
-    return math.log(p / (1.0 - p))
-
-
-def _gap_midpoint(thresholds: np.ndarray, best: int) -> float:
-    """The logit-scale midpoint between candidate ``best`` and the next lower candidate."""
-    if best + 1 >= thresholds.shape[0]:
-        return float(thresholds[best])
-    high, low = float(thresholds[best]), float(thresholds[best + 1])
-    middle = 1.0 / (1.0 + math.exp(-0.5 * (_logit(high) + _logit(low))))
-    # Clipping or rounding may pull the midpoint out of the gap: then the candidate itself.
-    return middle if low < middle <= high else high
+def gap_middle(thresholds: np.ndarray, index: int) -> float:
+    """Midway between candidate ``index`` and the next lower one (``thresholds`` highest first, as
+    :func:`operating_points` gives them): every cut in that gap splits the fitting data alike, and
+    the middle is the one least tied to the exact scores seen. The lowest candidate, and a gap too
+    narrow for a float between its ends, give the candidate itself."""
+    high = float(thresholds[index])
+    if index + 1 >= len(thresholds):
+        return high
+    middle = (high + float(thresholds[index + 1])) / 2
+    return middle if middle > thresholds[index + 1] else high
 
 
 def choose_threshold(
@@ -139,13 +132,11 @@ def choose_threshold(
 
     Ties in F1 or J are broken towards fewer false alarms. Every threshold between the lowest
     probability called abnormal at the chosen point and the next lower probability gives the same
-    counts; the value returned is their midpoint on the logit scale (the sigmoid model's own
-    scale), so the nearest hold-out image on either side is as far from it as possible. Taking the
-    lowest abnormal-called probability itself, as before, put the threshold at the edge of the
-    positives: for the `make demo` model (2026-11-30; hold-out normals at most 0.328, abnormals at
-    least 0.968) it was 0.968, and on the valid split it found 92.1% of abnormal images; the
-    midpoint, 0.793, finds 98.4%, both at specificity 1.000. With no lower probability, the
-    candidate itself is returned.
+    counts; the value returned is their midpoint (:func:`gap_middle`, the rule the decision levels'
+    cuts use too). Taking the lowest abnormal-called probability itself, as before, put the
+    threshold at the edge of the positives: for the `make demo` model (2026-11-30; hold-out normals
+    at most 0.328, abnormals at least 0.968) it was 0.968, and on the valid split it found 92.1% of
+    abnormal images; the midpoint, 0.648, finds 98.4%, both at specificity 1.000.
 
     Raises:
         ConfigError: unknown method, or a missing / out-of-range / misplaced target.
@@ -177,7 +168,7 @@ def choose_threshold(
         best = int(np.argmax(meets))
         metric = float(tp[best]) / pts.n_positive
     return ThresholdChoice(
-        value=_gap_midpoint(pts.thresholds, best),
+        value=gap_middle(pts.thresholds, best),
         method=method,
         metric_name=THRESHOLD_METHODS[method],
         metric=metric,
