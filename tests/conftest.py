@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+
+from tests import phantom_models
 
 # Two cores on CI: two torch threads for the in-process tests (servers and workers a test starts
 # get one each, so they do not fight over the cores).
@@ -25,13 +31,6 @@ def _session_threads() -> int:
     return 1 if BACKGROUND.running() else SESSION_THREADS
 
 
-def _torch_threads() -> int | None:
-    import sys
-
-    torch = sys.modules.get("torch")
-    return torch.get_num_threads() if torch is not None else None
-
-
 @pytest.fixture(autouse=True)
 def _restore_torch_threads() -> Iterator[None]:
     """Each test starts and ends with the session's torch thread count. Tests that run servers or
@@ -44,11 +43,9 @@ def _restore_torch_threads() -> Iterator[None]:
 
 
 def _set_session_threads() -> None:
-    wanted = _session_threads()
-    if _torch_threads() not in (None, wanted):
-        import torch
-
-        torch.set_num_threads(wanted)
+    torch = sys.modules.get("torch")  # a test that never imported torch has nothing to set
+    if torch is not None and torch.get_num_threads() != _session_threads():
+        torch.set_num_threads(_session_threads())
 
 
 @pytest.fixture(autouse=True)
@@ -124,12 +121,6 @@ def mura_fixture(tmp_path: Path) -> Path:
 # last. Each fixture waits for its own piece.
 # ---------------------------------------------------------------------------------------------
 
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-
-from tests import phantom_models  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 #: Longest wait for one piece (the whole job takes about five minutes on 2 cores).
@@ -159,26 +150,29 @@ class BackgroundModels:
     def wait(self, name: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
         """Block until piece ``name`` is made; return the job's folder. A piece that collection did
         not foresee (a fixture asked for by name at run time) gets a process of its own."""
-        if self.root is None or (name not in self.names and not self.running()):
+        if name not in self.names:  # one job at a time: the running one finishes first
+            if self.process is not None:
+                self.process.wait()
             self.start(self.root or tmp_path_factory.mktemp("phantom_models"), [name])
-        elif name not in self.names:
-            assert self.process is not None
-            self.process.wait()
-            self.start(self.root, [name])
         assert self.root is not None and self.process is not None
         done, failed = self.root / f"{name}.done", self.root / f"{name}.failed"
         deadline = time.monotonic() + PIECE_TIMEOUT_S
         while not done.exists():
-            log = (self.root / "log.txt").read_text(errors="replace")[-3000:]
             if failed.exists():
-                pytest.fail(f"making the session's {name} failed:\n{failed.read_text()}\n{log}", pytrace=False)
+                pytest.fail(f"making the session's {name} failed:\n{failed.read_text()}\n{self._log_tail()}",
+                            pytrace=False)
             if self.process.poll() is not None and not done.exists():
                 pytest.fail(f"the background job stopped (exit {self.process.returncode}) before making {name}:\n"
-                            f"{log}", pytrace=False)
+                            f"{self._log_tail()}", pytrace=False)
             if time.monotonic() > deadline:
-                pytest.fail(f"{name} was not made within {PIECE_TIMEOUT_S:.0f} s:\n{log}", pytrace=False)
+                pytest.fail(f"{name} was not made within {PIECE_TIMEOUT_S:.0f} s:\n{self._log_tail()}",
+                            pytrace=False)
             time.sleep(0.2)
         return self.root
+
+    def _log_tail(self) -> str:
+        assert self.root is not None
+        return (self.root / "log.txt").read_text(errors="replace")[-3000:]
 
     def stop(self) -> None:
         if self.running():

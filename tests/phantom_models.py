@@ -106,7 +106,8 @@ def make_routed_models(root: Path) -> None:
                arch="resnet18", image_size=32, epochs=1, batch_size=16)
 
 
-#: Each piece, what it needs first, and how it is made.
+#: Each piece, what it needs first, and how it is made. A piece is named as the session fixture
+#: in tests/conftest.py that waits for it: collection finds the pieces a test needs by those names.
 PIECES: dict[str, tuple[tuple[str, ...], Callable[[Path], None]]] = {
     "phantom_mura": ((), make_phantom_mura),
     "phantom_run": (("phantom_mura",), make_phantom_run),

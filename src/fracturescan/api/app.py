@@ -206,7 +206,6 @@ def _needs_key(path: str) -> bool:
     return path in ("/v1/model", "/v1/predict") or _FEEDBACK_PATH.fullmatch(path) is not None
 
 
-
 def _logged_error(status: int, answer: str, logged: str, *args: object,
                   exc_info: BaseException | None = None) -> JSONResponse:
     """An error answer that gives the client a reference and the server log the details under it
@@ -215,6 +214,7 @@ def _logged_error(status: int, answer: str, logged: str, *args: object,
     reference = uuid.uuid4().hex[:12]
     log.error(logged, reference, *args, exc_info=exc_info)
     return JSONResponse({"error": answer.format(reference=reference)}, status_code=status)
+
 
 def create_app(config: AppConfig, preload: bool = False) -> FastAPI:
     """The API over ``config``'s database and models (the web app's, when they share a config).
